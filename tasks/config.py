@@ -1,0 +1,129 @@
+"""Typed configuration of a valuation run, given once at the flow boundary.
+
+The config is written with the run (DuckDB ``runs`` row, MLflow params) and, together
+with the data fingerprint, determines the run id: the same data, options and seed name
+the same run, which is how a re-run resumes instead of starting over. Options that do
+not change results (worker count, store path) are deliberately *not* part of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from amortval.errors import ConfigError
+
+LEARNERS = ("logreg", "mlp", "xgboost")
+METHODS = ("shapley", "beta", "banzhaf")
+SAMPLERS = ("permutation", "independent", "msr")
+
+# Shapley: one permutation chain gives every point a sample for one fit each.
+# Beta: permutation samples would need importance weights up to ~n*p(0) (variance ~8x
+# for Beta(16,1)); drawing the cardinality from the Beta prior directly is cheaper overall.
+# Banzhaf: maximum sample reuse (Wang & Jia 2023) gives every point a sample per fit.
+DEFAULT_SAMPLER = {"shapley": "permutation", "beta": "independent", "banzhaf": "msr"}
+COMPATIBLE = {
+    "permutation": ("shapley", "beta"),
+    "independent": METHODS,
+    "msr": ("banzhaf",),
+}
+
+
+@dataclass(frozen=True)
+class AmortizationConfig:
+    """Valuation network and its training (Covert et al. 2024 settings by default)."""
+
+    hidden: int = 128
+    layers: int = 3
+    pretrain_epochs: int = 20
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    # Share of each point's samples held out to pick the epoch and run the quality
+    # gate. A share of *samples*, not of points: held-out points cannot reveal the
+    # network memorizing a point's own noise.
+    holdout_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"amortization.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pretrain_epochs < 0:
+            raise ConfigError(f"amortization.pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(
+                f"amortization.holdout_fraction must be in (0, 1), got {self.holdout_fraction}"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"amortization.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """What is estimated (semivalue, utility learner) and how (sampler, sample count).
+
+    ``samples`` is the number of Monte Carlo samples *per point*; for the permutation and
+    MSR samplers each draw (a permutation, a shared subset) gives every point one sample.
+    """
+
+    learner: str = "logreg"
+    method: str = "shapley"
+    sampler: str | None = None
+    samples: int = 50
+    seed: int = 0
+    alpha: float = 16.0
+    beta: float = 1.0
+    # Model fits per Prefect task: large enough that task overhead (~3 ms thread pool,
+    # ~100 ms process pool) is noise, small enough that progress and resume are fine-grained.
+    batch_fits: int = 2000
+    amortization: AmortizationConfig = field(default_factory=AmortizationConfig)
+
+    def __post_init__(self) -> None:
+        if self.learner not in LEARNERS:
+            raise ConfigError(f"unknown learner {self.learner!r}; choose one of {', '.join(LEARNERS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        sampler = self.sampler or DEFAULT_SAMPLER[self.method]
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.method not in COMPATIBLE[sampler]:
+            raise ConfigError(
+                f"sampler {sampler!r} cannot estimate method {self.method!r}; "
+                f"it supports {', '.join(COMPATIBLE[sampler])}"
+            )
+        object.__setattr__(self, "sampler", sampler)
+        if self.samples < 2:
+            raise ConfigError(
+                f"--samples must be >= 2 (got {self.samples}): at least one sample per point "
+                "is held out for the quality gate and one is needed to train on"
+            )
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if self.method == "beta" and (self.alpha <= 0 or self.beta <= 0):
+            raise ConfigError(f"Beta Shapley needs alpha > 0 and beta > 0, got ({self.alpha}, {self.beta})")
+        if self.batch_fits < 1:
+            raise ConfigError(f"batch_fits must be >= 1, got {self.batch_fits}")
+
+    @property
+    def n_holdout(self) -> int:
+        """Held-out draws per point: the last ones (draws are i.i.d., so any share works)."""
+        return max(1, min(self.samples - 1, round(self.samples * self.amortization.holdout_fraction)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ValuationConfig":
+        raw = dict(raw)
+        raw["amortization"] = AmortizationConfig(**raw.get("amortization", {}))
+        return cls(**raw)
+
+    def run_id(self, data_fingerprint: str) -> str:
+        """Same data + same results-relevant options + same seed -> same run (resume)."""
+        digest = hashlib.sha256(f"{data_fingerprint}|{self.to_json()}".encode()).hexdigest()
+        return f"{self.method}-{self.learner}-{digest[:12]}"
