@@ -1,0 +1,374 @@
+"""The valuation store: one DuckDB file holding runs, Monte Carlo samples and estimates.
+
+DuckDB lets one process hold a database file read-write and keeps every other process
+out (not even read-only), so the flow process is the only writer: workers compute and
+return sample frames, and the flow commits each finished batch here in one transaction
+together with its batch-done marker. Because the marker and the samples land together,
+a run killed at any moment resumes by submitting only the batches without a marker;
+nothing is lost and nothing is counted twice. Frames go in as Arrow tables
+(``INSERT ... SELECT``), never row by row. This is the only module that imports duckdb.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from amortval.errors import AmortvalError, StoreLockedError
+
+SCHEMA_VERSION = 1
+ESTIMATE_SOURCES = ("monte_carlo", "amortized")
+SAMPLE_COLUMNS = ("point", "draw", "cardinality", "delta", "weight", "status")
+RUN_FIELDS = ("mlflow_run_id", "model_version")
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, n_rows BIGINT NOT NULL,
+    n_features INTEGER NOT NULL, schema JSON, created_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, dataset_id VARCHAR NOT NULL, config JSON NOT NULL,
+    seed HUGEINT NOT NULL, n_points INTEGER NOT NULL, n_batches INTEGER NOT NULL,
+    status VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL,
+    mlflow_run_id VARCHAR, model_version VARCHAR);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id VARCHAR NOT NULL, batch INTEGER NOT NULL, n_samples BIGINT NOT NULL,
+    n_fits BIGINT NOT NULL, n_fallbacks BIGINT NOT NULL, seconds DOUBLE NOT NULL,
+    finished_at TIMESTAMP NOT NULL, PRIMARY KEY (run_id, batch));
+CREATE TABLE IF NOT EXISTS samples (
+    run_id VARCHAR NOT NULL, batch INTEGER NOT NULL, point INTEGER NOT NULL,
+    draw INTEGER NOT NULL, cardinality INTEGER NOT NULL, delta DOUBLE NOT NULL,
+    weight DOUBLE NOT NULL, status VARCHAR NOT NULL, PRIMARY KEY (run_id, point, draw));
+CREATE TABLE IF NOT EXISTS estimates (
+    run_id VARCHAR NOT NULL, point INTEGER NOT NULL, source VARCHAR NOT NULL,
+    value DOUBLE, stderr DOUBLE, "count" BIGINT, PRIMARY KEY (run_id, point, source));
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE,
+    PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS scores (
+    curation_id VARCHAR NOT NULL, "row" BIGINT NOT NULL, value DOUBLE, kept BOOLEAN NOT NULL,
+    reason VARCHAR, model_uri VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (curation_id, "row"));
+"""
+
+_COMMENTS = {
+    "meta.key": "schema_version: layout of this file, for later migrations",
+    "datasets.dataset_id": "content fingerprint of the encoded problem",
+    "runs.status": "running | valued | completed | failed ...; set by the flow",
+    "batches.batch": "batch index; a row here marks the batch's samples as committed",
+    "batches.n_fallbacks": "utility evaluations that hit a degenerate subset policy",
+    "samples.draw": "draw index of this point within the run (unique per point)",
+    "samples.cardinality": "size of the subset the marginal was taken against",
+    "samples.delta": "marginal contribution v(S+i) - v(S)",
+    "samples.weight": "semivalue weight; weight*delta is an unbiased estimate of the value",
+    "samples.status": "utility status of the evaluation: ok|empty|one_class|missing_classes",
+    "estimates.source": "monte_carlo | amortized",
+    "scores.row": "row index in the scored file",
+    "scores.created_at": "UTC",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _locked_error(path: Path, exc: Exception) -> StoreLockedError:
+    text = str(exc)
+    pid = re.search(r"PID (\d+)", text)
+    prog = re.search(r"held in (.+?) \(PID", text)
+    holder = f"process {pid.group(1)}" if pid else "another process"
+    if prog:
+        holder += f" ({prog.group(1)})"
+    return StoreLockedError(
+        f"store {path} is in use by {holder}; DuckDB allows one process per store file. "
+        "Wait for that run to finish (or stop it), or pass another --store."
+    )
+
+
+class ValuationStore:
+    """Single-writer DuckDB store; one connection for the life of the flow process.
+
+    All access goes through one connection guarded by a lock, so accidental use from
+    several threads serializes instead of interleaving transactions.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise _locked_error(self.path, exc) from None
+            raise AmortvalError(f"cannot open store {self.path}: {exc}") from exc
+        except duckdb.Error as exc:
+            raise AmortvalError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    def _init_schema(self) -> None:
+        with self._transaction() as con:
+            con.execute(_TABLES)
+            row = self._first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+            if row is None:
+                for column, text in _COMMENTS.items():
+                    quoted = text.replace("'", "''")
+                    con.execute(f"COMMENT ON COLUMN {column} IS '{quoted}'")
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise AmortvalError(
+                    f"store {self.path} has schema version {row[0]}, newer than this "
+                    f"amortval understands ({SCHEMA_VERSION}); upgrade amortval or use another --store"
+                )
+
+    # -- plumbing ---------------------------------------------------------------------
+    @property
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise AmortvalError(f"store {self.path} is closed")
+        return self._con
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Everything inside commits together or not at all."""
+        with self._lock:
+            con = self._connection
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    @contextmanager
+    def _frame(self, frame: pl.DataFrame, required: tuple[str, ...]) -> Iterator[str]:
+        """Expose a polars frame to SQL as the view ``incoming`` (zero-copy via Arrow)."""
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks column(s) {missing}; has {frame.columns}")
+        self._connection.register("incoming", frame.to_arrow())
+        try:
+            yield "incoming"
+        finally:
+            self._connection.unregister("incoming")
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        with self._lock:
+            return self._connection.sql(sql, params=params).pl()
+
+    @staticmethod
+    def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple | None:
+        """First row of a query, fully drained: DuckDB 2.0 refuses other work on a
+        connection (e.g. unregister) while a result is only partly fetched."""
+        rows = con.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    def _fetchone(self, sql: str, params: list[Any] | None = None) -> tuple | None:
+        with self._lock:
+            return self._first(self._connection, sql, params)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self) -> ValuationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- datasets and runs -------------------------------------------------------------
+    def register_dataset(self, dataset_id: str, name: str, n_rows: int, n_features: int,
+                         schema: dict) -> None:
+        """Record a dataset once; the id is a content hash, so a second call is a no-op."""
+        with self._transaction() as con:
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [dataset_id, name, n_rows, n_features, json.dumps(schema, default=str), _now()],
+            )
+
+    def dataset(self, dataset_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM datasets WHERE dataset_id = ?", [dataset_id]).to_dicts()
+        if not rows:
+            return None
+        rows[0]["schema"] = json.loads(rows[0]["schema"]) if rows[0]["schema"] else None
+        return rows[0]
+
+    def begin_run(self, run_id: str, dataset_id: str, config: dict, seed: int, n_points: int,
+                  n_batches: int) -> str:
+        """Create the run as 'running' and return 'new'; an existing run is left untouched
+        and its current status returned, so the caller decides whether to resume."""
+        with self._transaction() as con:
+            row = self._first(con, "SELECT status FROM runs WHERE run_id = ?", [run_id])
+            if row is not None:
+                return str(row[0])
+            now = _now()
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
+                [run_id, dataset_id, json.dumps(config, sort_keys=True, default=str), seed,
+                 n_points, n_batches, now, now],
+            )
+            return "new"
+
+    def run(self, run_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
+        if not rows:
+            return None
+        rows[0]["config"] = json.loads(rows[0]["config"])
+        return rows[0]
+
+    def set_run_status(self, run_id: str, status: str, **fields: Any) -> None:
+        unknown = set(fields) - set(RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown run field(s) {sorted(unknown)}; allowed: {RUN_FIELDS}")
+        sets = ", ".join(["status = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)])
+        with self._transaction() as con:
+            hit = con.execute(
+                f"UPDATE runs SET {sets} WHERE run_id = ? RETURNING run_id",
+                [status, _now(), *(None if v is None else str(v) for v in fields.values()), run_id],
+            ).fetchall()
+            if not hit:
+                raise LookupError(f"no run {run_id!r} in store {self.path}")
+
+    # -- batches and samples -----------------------------------------------------------
+    def done_batches(self, run_id: str) -> set[int]:
+        with self._lock:
+            rows = self._connection.execute("SELECT batch FROM batches WHERE run_id = ?", [run_id]).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def commit_batch(self, run_id: str, batch: int, samples: pl.DataFrame, *, n_fits: int,
+                     n_fallbacks: int, seconds: float) -> bool:
+        """Store a finished batch's samples and its done-marker in one transaction.
+
+        Returns False (and writes nothing) when the marker already exists, so a batch
+        recomputed after a crash is never counted twice. Any failure rolls back both.
+        """
+        with self._transaction() as con, self._frame(samples, SAMPLE_COLUMNS) as frame:
+            if self._first(con, "SELECT 1 FROM batches WHERE run_id = ? AND batch = ?", [run_id, batch]):
+                return False
+            con.execute(
+                "INSERT INTO samples (run_id, batch, point, draw, cardinality, delta, weight, status) "
+                f"SELECT ?, ?, point, draw, cardinality, delta, weight, status FROM {frame} "
+                "ON CONFLICT DO NOTHING",
+                [run_id, batch],
+            )
+            con.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, batch, samples.height, n_fits, n_fallbacks, float(seconds), _now()],
+            )
+            return True
+
+    def batches(self, run_id: str) -> pl.DataFrame:
+        return self._query("SELECT * EXCLUDE (run_id) FROM batches WHERE run_id = ? ORDER BY batch",
+                           [run_id])
+
+    def sample_count(self, run_id: str) -> int:
+        return int(self._fetchone("SELECT count(*) FROM samples WHERE run_id = ?", [run_id])[0])
+
+    def samples(self, run_id: str) -> pl.DataFrame:
+        return self._query(
+            f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE run_id = ? ORDER BY point, draw",
+            [run_id],
+        )
+
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY status ORDER BY status",
+                [run_id],
+            ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def fit_count(self, run_id: str) -> int:
+        row = self._fetchone("SELECT coalesce(sum(n_fits), 0) FROM batches WHERE run_id = ?", [run_id])
+        return int(row[0])
+
+    # -- estimates ---------------------------------------------------------------------
+    def monte_carlo_estimates(self, run_id: str, *, below_draw: int | None = None) -> pl.DataFrame:
+        """Per point: mean of weight*delta, its standard error (null below 2 samples), count.
+
+        ``below_draw`` keeps draws < below_draw, e.g. to compare against held-out draws.
+        """
+        where, params = "run_id = ?", [run_id]
+        if below_draw is not None:
+            where, params = where + " AND draw < ?", [run_id, below_draw]
+        return self._query(
+            'SELECT point, avg(weight * delta) AS value, '
+            'CASE WHEN count(*) >= 2 THEN stddev_samp(weight * delta) / sqrt(count(*)) END AS stderr, '
+            f'count(*) AS "count" FROM samples WHERE {where} GROUP BY point ORDER BY point',
+            params,
+        )
+
+    def write_estimates(self, run_id: str, source: str, frame: pl.DataFrame) -> None:
+        """Replace this run's estimates from ``source`` (point, value[, stderr, count])."""
+        if source not in ESTIMATE_SOURCES:
+            raise ValueError(f"source must be one of {ESTIMATE_SOURCES}, got {source!r}")
+        stderr = "stderr" if "stderr" in frame.columns else "NULL"
+        count = '"count"' if "count" in frame.columns else "NULL"
+        with self._transaction() as con, self._frame(frame, ("point", "value")) as f:
+            con.execute("DELETE FROM estimates WHERE run_id = ? AND source = ?", [run_id, source])
+            con.execute(
+                f"INSERT INTO estimates SELECT ?, point, ?, value, {stderr}, {count} FROM {f}",
+                [run_id, source],
+            )
+
+    def estimates(self, run_id: str) -> pl.DataFrame:
+        """Wide view: point, mc_value, mc_stderr, mc_count, amortized_value (outer join)."""
+        return self._query(
+            "SELECT point, "
+            "any_value(value) FILTER (source = 'monte_carlo') AS mc_value, "
+            "any_value(stderr) FILTER (source = 'monte_carlo') AS mc_stderr, "
+            "any_value(\"count\") FILTER (source = 'monte_carlo') AS mc_count, "
+            "any_value(value) FILTER (source = 'amortized') AS amortized_value "
+            "FROM estimates WHERE run_id = ? GROUP BY point ORDER BY point",
+            [run_id],
+        )
+
+    # -- metrics and curation scores ---------------------------------------------------
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Upsert named run metrics (a later value for the same name wins)."""
+        if not metrics:
+            return
+        frame = pl.DataFrame({"name": list(metrics), "value": [float(v) for v in metrics.values()]},
+                             schema={"name": pl.String, "value": pl.Float64})
+        with self._transaction() as con, self._frame(frame, ("name", "value")) as f:
+            con.execute(f"INSERT OR REPLACE INTO run_metrics SELECT ?, name, value FROM {f}", [run_id])
+
+    def metrics(self, run_id: str) -> dict[str, float]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT name, value FROM run_metrics WHERE run_id = ? ORDER BY name", [run_id]
+            ).fetchall()
+        return {str(k): float(v) if v is not None else float("nan") for k, v in rows}
+
+    def write_scores(self, curation_id: str, model_uri: str, frame: pl.DataFrame) -> None:
+        """Replace a curation's scores (row, value, kept[, reason]) in one transaction."""
+        reason = "reason" if "reason" in frame.columns else "NULL"
+        with self._transaction() as con, self._frame(frame, ("row", "value", "kept")) as f:
+            con.execute("DELETE FROM scores WHERE curation_id = ?", [curation_id])
+            con.execute(
+                f'INSERT INTO scores SELECT ?, "row", value, kept, {reason}, ?, ? FROM {f}',
+                [curation_id, model_uri, _now()],
+            )
+
+    def scores(self, curation_id: str) -> pl.DataFrame:
+        return self._query(
+            'SELECT "row", value, kept, reason, model_uri FROM scores WHERE curation_id = ? ORDER BY "row"',
+            [curation_id],
+        )
