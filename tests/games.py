@@ -1,0 +1,62 @@
+"""Cooperative games with known values, implementing the Utility protocol.
+
+They let sampler and estimator tests check exact numbers without any learner noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class TableGame:
+    """v(S) read from a table indexed by the bitmask of S."""
+
+    n_classes = 2
+
+    def __init__(self, table: np.ndarray):
+        self.table = np.asarray(table, dtype=np.float64)
+        self.n = int(np.log2(len(self.table)))
+        self.calls = 0
+
+    def evaluate(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks = np.asarray(masks, dtype=bool)
+        self.calls += len(masks)
+        codes = (masks.astype(np.int64) << np.arange(self.n)[None, :]).sum(axis=1)
+        return self.table[codes], np.zeros(len(masks), dtype=np.int8)
+
+    def full_value(self) -> float:
+        return float(self.table[-1])
+
+
+def codes_and_sizes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.arange(1 << n)
+    return codes, np.array([bin(c).count("1") for c in codes])
+
+
+def additive_game(weights: np.ndarray) -> TableGame:
+    """v(S) = sum of weights in S: every marginal contribution of i is exactly w_i."""
+    n = len(weights)
+    codes, _ = codes_and_sizes(n)
+    bits = (codes[:, None] >> np.arange(n)[None, :]) & 1
+    return TableGame(bits @ np.asarray(weights, dtype=np.float64))
+
+
+def random_game(n: int, seed: int, *, null_player: int | None = None, symmetric: tuple[int, int] | None = None) -> TableGame:
+    """A non-additive game: concave in size plus random interactions.
+
+    ``null_player`` never changes v; ``symmetric`` players can be swapped without changing v.
+    """
+    rng = np.random.default_rng(seed)
+    codes, sizes = codes_and_sizes(n)
+    table = np.sqrt(sizes) / np.sqrt(n) + 0.1 * rng.standard_normal(len(codes))
+    table[0] = 0.0
+    if null_player is not None:
+        bit = 1 << null_player
+        table[codes & bit != 0] = table[(codes & bit != 0).nonzero()[0] ^ bit]
+    if symmetric is not None:
+        a, b = symmetric
+        swapped = codes.copy()
+        has_a, has_b = (codes >> a) & 1, (codes >> b) & 1
+        swapped = swapped & ~((1 << a) | (1 << b)) | (has_a << b) | (has_b << a)
+        table = (table + table[swapped]) / 2
+    return TableGame(table)
