@@ -1,0 +1,205 @@
+"""MLflow tracking and registry against a temporary SQLite store; figure structure.
+
+One module-scoped fixture logs two valuation runs of a tiny real model (the first
+passes the quality gate, the second does not), because importing MLflow and migrating
+a fresh database dominate the cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from amortval.data.encoding import TabularEncoder
+from amortval.errors import ModelNotFoundError
+from amortval.models.valuation_model import ValuationModel
+from amortval.models.valuation_net import ValuationNet
+from amortval.tasks import plots, tracking
+
+NAME = tracking.DEFAULT_MODEL_NAME
+HISTORY = [{"epoch": e, "train_mse": 1.0 / (e + 1), "heldout_mse": 1.2 / (e + 1)} for e in range(4)]
+
+
+def _frame() -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame({
+        "x": rng.normal(size=20),
+        "region": ["north", "south", "east", "west"] * 5,
+        "label": ["yes", "no"] * 10,
+    })
+
+
+def _model(frame: pl.DataFrame) -> ValuationModel:
+    encoder = TabularEncoder.fit(frame, "label")
+    net = ValuationNet(encoder.n_encoded, encoder.n_classes, hidden=8, layers=1,
+                       generator=torch.Generator().manual_seed(3))
+    return ValuationModel(encoder, net, target_scale=0.05)
+
+
+def _log(uri: str, model: ValuationModel, frame: pl.DataFrame, *, gate_passed: bool,
+         name: str) -> tracking.LoggedRun:
+    values = model.predict(frame)
+    mislabeled = np.arange(20) % 7 == 0
+    figures = {
+        "value_distribution": plots.value_distribution_figure(values, frame["label"], mislabeled),
+        "training_curve": plots.training_curve_figure(HISTORY, best_epoch=2),
+    }
+    return tracking.log_valuation_run(
+        uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=name,
+        params={"seed": 0, "learner": "logreg", "amortization": {"lr": 0.001, "epochs": 4}},
+        metrics={"gate_mse_network": 0.1 if gate_passed else 0.3, "gate_mse_monte_carlo": 0.2,
+                 "fit_count": 120, "learner": "not a number"},
+        history=HISTORY,
+        tables={"values": pl.DataFrame({"point": np.arange(20), "value": values})},
+        figures=figures, model=model, input_example=frame.head(5).to_pandas(),
+        registered_name=NAME, gate_passed=gate_passed, tags={"dataset": "tiny"},
+    )
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        uri = tracking.tracking_uri(store)
+        tracking.init_tracking(uri, store)
+        frame = _frame()
+        model = _model(frame)
+        first = _log(uri, model, frame, gate_passed=True, name="passes")
+        second = _log(uri, model, frame, gate_passed=False, name="fails")
+        yield {"uri": uri, "store": store, "frame": frame, "model": model,
+               "first": first, "second": second, "client": MlflowClient(uri, uri)}
+
+
+def test_tracking_uri_defaults_to_sqlite_in_store_and_env_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_init_tracking_is_idempotent_and_keeps_artifacts_in_store(logged):
+    experiment_id = tracking.init_tracking(logged["uri"], logged["store"])
+    assert tracking.init_tracking(logged["uri"], logged["store"]) == experiment_id
+    experiment = logged["client"].get_experiment(experiment_id)
+    assert experiment.artifact_location == (logged["store"] / "mlartifacts").resolve().as_uri()
+    assert (logged["store"] / "mlartifacts").is_dir()
+
+
+def test_run_holds_params_metrics_curves_artifacts_and_version(logged):
+    client, run_id = logged["client"], logged["first"].run_id
+    run = client.get_run(run_id)
+    assert run.data.params["amortization.lr"] == "0.001"
+    assert run.data.params["learner"] == "logreg"
+    assert run.data.metrics["gate_mse_network"] == pytest.approx(0.1)
+    assert run.data.metrics["fit_count"] == 120
+    assert "learner" not in run.data.metrics
+    assert run.data.tags["dataset"] == "tiny"
+    curve = client.get_metric_history(run_id, "heldout_mse")
+    assert sorted(m.step for m in curve) == [0, 1, 2, 3]
+    assert {m.step: m.value for m in curve}[1] == pytest.approx(0.6)
+    artifacts = {a.path for a in client.list_artifacts(run_id, "tables")}
+    artifacts |= {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert artifacts == {"tables/values.parquet", "figures/value_distribution.png",
+                         "figures/training_curve.png"}
+    local = client.download_artifacts(run_id, "tables/values.parquet", str(logged["store"]))
+    assert pl.read_parquet(local)["value"].to_list() == pytest.approx(
+        logged["model"].predict(logged["frame"]).tolist())
+    version = client.get_model_version(NAME, "1")
+    assert version.run_id == run_id
+    assert float(version.tags["gate_mse_network"]) == pytest.approx(0.1)
+    assert "fit_count" not in version.tags
+
+
+def test_champion_moves_only_when_gate_passes(logged):
+    first, second = logged["first"], logged["second"]
+    assert (first.model_version, first.alias_set) == ("1", True)
+    assert (second.model_version, second.alias_set) == ("2", False)
+    assert first.model_uri == f"models:/{NAME}/1"
+    client = logged["client"]
+    assert client.get_model_version(NAME, "2").tags["gate_passed"] == "False"
+    assert str(client.get_model_version_by_alias(NAME, tracking.CHAMPION).version) == "1"
+
+
+def test_registered_model_reloads_and_predicts_identically(logged):
+    model, model_uri, version = tracking.load_registered_model(logged["uri"], NAME)
+    assert (model_uri, version) == (f"models:/{NAME}/1", "1")
+    frame = logged["frame"]
+    np.testing.assert_array_equal(model.predict(frame), logged["model"].predict(frame))
+    assert model.encoder.input_schema() == logged["model"].encoder.input_schema()
+
+
+def test_pyfunc_adapter_scores_raw_pandas_rows(logged):
+    import mlflow.pyfunc
+
+    frame = logged["frame"]
+    with tracking._using(logged["uri"]):
+        pyfunc = mlflow.pyfunc.load_model(logged["first"].model_uri)
+    out = pyfunc.predict(frame.to_pandas())
+    assert list(out.columns) == ["value"]
+    np.testing.assert_array_equal(out["value"].to_numpy(), logged["model"].predict(frame))
+    schema = pyfunc.metadata.get_input_schema()
+    assert schema.input_names() == ["x", "region", "label"]
+
+
+def test_missing_alias_or_model_raises_model_not_found(logged, tmp_path):
+    with pytest.raises(ModelNotFoundError, match=rf"'{NAME}' has alias 'staging'.*versions: 1 \(aliases: champion\), 2"):
+        tracking.load_registered_model(logged["uri"], NAME, alias="staging")
+    with pytest.raises(ModelNotFoundError, match="no registered model 'other-net'"):
+        tracking.load_registered_model(logged["uri"], "other-net")
+    fresh = tracking.tracking_uri(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="amortval value"):
+        tracking.load_registered_model(fresh, NAME)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_curation_run_logs_rule_counts_and_table(logged):
+    table = pl.DataFrame({"row": [0, 1, 2], "value": [0.1, -0.2, 0.3], "kept": [True, False, True]})
+    run_id = tracking.log_curation_run(
+        uri=logged["uri"], experiment=tracking.DEFAULT_EXPERIMENT, run_name="curate",
+        model_uri=logged["first"].model_uri, params={"threshold": 0.0, "model_version": "1"},
+        metrics={"rows_scored": 3, "rows_kept": 2, "rows_dropped": 1}, table=table)
+    run = logged["client"].get_run(run_id)
+    assert run.data.params == {"threshold": "0.0", "model_version": "1"}
+    assert run.data.metrics["rows_dropped"] == 1
+    assert run.data.tags["model_uri"] == f"models:/{NAME}/1"
+    assert [a.path for a in logged["client"].list_artifacts(run_id, "tables")] == ["tables/curated.parquet"]
+    bare = tracking.log_curation_run(uri=logged["uri"], params={"fraction": 0.1},
+                                     metrics={"dropped_mislabeled_precision": float("nan")})
+    assert np.isnan(logged["client"].get_run(bare).data.metrics["dropped_mislabeled_precision"])
+
+
+def test_logging_leaves_tracking_env_untouched(logged):
+    import os
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "DO_NOT_TRACK" in os.environ and "MLFLOW_DISABLE_TELEMETRY" in os.environ
+
+
+def test_figures_have_expected_structure():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=30)
+    classes = np.array(["a", "b", "c"])[np.arange(30) % 3]
+    flipped = np.arange(30) % 5 == 0
+
+    distribution = plots.value_distribution_figure(values, classes, flipped)
+    assert len(distribution.axes) == 3
+    assert all(len(ax.containers) == 2 for ax in distribution.axes)
+    assert len(plots.value_distribution_figure(values, classes).axes[0].containers) == 1
+
+    stderr = list(np.abs(rng.normal(size=30)) * 0.1)
+    stderr[0] = None
+    scatter = plots.network_vs_monte_carlo_figure(values, stderr, values + 0.1, flipped)
+    (ax,) = scatter.axes
+    assert "Pearson r = 1.000" in ax.get_title()
+    assert len(ax.containers) == 2 and len(ax.get_legend().get_texts()) == 3
+
+    curve = plots.training_curve_figure(HISTORY, best_epoch=2)
+    (ax,) = curve.axes
+    assert len(ax.lines) == 3
+    assert ax.get_xlabel() == "epoch"
+    plots.close_figures([distribution, scatter, curve])
+    assert not distribution.axes
