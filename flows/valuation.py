@@ -1,0 +1,162 @@
+"""Value a dataset: validate -> plan -> evaluate batches -> commit -> amortize -> track.
+
+Workers only compute (one Prefect task = one batch of fits); this process is the single
+DuckDB writer and commits each finished batch with its done-marker, so re-running the
+same command resumes a killed run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from amortval.data.store import ValuationStore
+from amortval.errors import AmortvalError
+from amortval.models.valuation_model import ValuationModel
+from amortval.tasks import plots, tracking
+from amortval.tasks.amortize import amortize
+from amortval.tasks.config import AmortizationConfig, ValuationConfig
+from amortval.tasks.marginals import BatchSpec, evaluate_batch, plan_batches
+from amortval.tasks.prepare import DEFAULT_STORE, Inputs, load_inputs, store_paths
+from amortval.tasks.progress import BatchProgress
+from amortval.tasks.report import summary_metrics, values_table, write_parquet
+from amortval.tasks.runtime import pin_threads
+
+
+def _retry_unless_user_error(task, task_run, state) -> bool:
+    """Retry transient failures (a crashed fit); never retry bad input or config."""
+    try:
+        state.result()
+    except AmortvalError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+evaluate_batch_task = task(
+    evaluate_batch, name="evaluate-batch", cache_policy=NO_CACHE, retries=2,
+    retry_condition_fn=_retry_unless_user_error,
+)
+amortize_task = task(amortize, name="amortize", cache_policy=NO_CACHE)
+log_run_task = task(tracking.log_valuation_run, name="log-to-mlflow", cache_policy=NO_CACHE)
+
+
+def run_batches(db: ValuationStore, run_id: str, config: ValuationConfig, problem_path: Path, n_batches: int) -> None:
+    """Submit the batches without a done-marker; commit each as soon as it finishes."""
+    logger = get_run_logger()
+    done = db.done_batches(run_id)
+    todo = [b for b in range(n_batches) if b not in done]
+    if done:
+        logger.info("Resuming %s: %d of %d batches already stored", run_id, len(done), n_batches)
+    progress = BatchProgress(total=n_batches, already_done=len(done), log=logger.info)
+    futures = [evaluate_batch_task.submit(BatchSpec(run_id, b, str(problem_path), config)) for b in todo]
+    for future in as_completed(futures):
+        result = future.result()
+        db.commit_batch(run_id, result.batch, result.samples, n_fits=result.n_fits,
+                        n_fallbacks=result.n_fallbacks, seconds=result.seconds)
+        progress.update(len(result.samples), result.n_fits, result.n_fallbacks)
+
+
+def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: ValuationConfig,
+                       store_root: Path, model_name: str, seconds_valuation: float) -> dict:
+    logger = get_run_logger()
+    samples = db.samples(run_id).select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value"))
+    problem, data = inputs.problem, inputs.data
+    result = amortize_task(
+        problem.x_train, problem.y_train, problem.n_classes, samples,
+        heldout_from_draw=config.samples - config.n_holdout, config=config.amortization,
+        seed=config.seed, progress=lambda h: logger.info("amortization epoch %(epoch)d: train MSE %(train_mse).3g, held-out MSE %(heldout_mse).3g", h),
+    )
+    db.write_estimates(run_id, "monte_carlo", db.monte_carlo_estimates(run_id))
+    db.write_estimates(run_id, "amortized", pl.DataFrame({"point": range(problem.n), "value": result.values}))
+    model = ValuationModel(inputs.encoder, result.net, result.target_scale)
+    raw = lambda frame: frame.drop(data.mislabeled_column, strict=False) if data.mislabeled_column else frame  # noqa: E731
+    table = values_table(
+        train_rows=data.train_rows, estimates=db.estimates(run_id), amortized_train=result.values,
+        valid_rows=data.valid_rows,
+        amortized_valid=model.predict(raw(data.valid)) if data.valid_rows is not None else None,
+        labels_train=data.train[data.target].to_list(), labels_valid=data.valid[data.target].to_list(),
+        mislabeled=data.mislabeled,
+    )
+    values_path = write_parquet(table, store_root / "values" / f"{run_id}.parquet")
+    metrics = {
+        "gate_mse_network": result.gate_mse_network,
+        "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
+        "gate_passed": float(result.gate_passed),
+        "best_epoch": float(result.best_epoch),
+        "samples_stored": float(db.sample_count(run_id)),
+        "model_fits": float(db.fit_count(run_id)),
+        "seconds_valuation": seconds_valuation,
+        "seconds_amortization": result.seconds,
+        **{f"samples_{k}": float(v) for k, v in db.status_counts(run_id).items()},
+        **summary_metrics(table),
+    }
+    db.log_metrics(run_id, metrics)
+    train = table.filter(pl.col("split") == "train")
+    flags = train["mislabeled"].to_numpy() if "mislabeled" in train.columns else None
+    uri = tracking.tracking_uri(store_root)
+    tracking.init_tracking(uri, store_root)
+    logged = log_run_task(
+        uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=run_id,
+        params={"run_id": run_id, "data": inputs.source, "valid": inputs.valid_source or "split",
+                "target": data.target, "n_points": problem.n, "n_valid": len(problem.y_valid),
+                "n_features": problem.n_features, "n_classes": problem.n_classes, **config.to_dict()},
+        metrics=metrics, history=result.history, tables={"values": table},
+        figures={
+            "value_distribution": plots.value_distribution_figure(train["amortized_value"].to_numpy(), train["label"].to_list(), flags),
+            "network_vs_monte_carlo": plots.network_vs_monte_carlo_figure(train["mc_value"].to_numpy(), train["mc_stderr"].to_numpy(), train["amortized_value"].to_numpy(), flags),
+            "training_curve": plots.training_curve_figure(result.history, result.best_epoch),
+        },
+        model=model, input_example=raw(data.train).head(5).to_pandas(), registered_name=model_name,
+        gate_passed=result.gate_passed, tags={"amortval.run_id": run_id, "amortval.data": problem.fingerprint},
+    )
+    db.set_run_status(run_id, "completed", mlflow_run_id=logged.run_id, model_version=str(logged.model_version))
+    return {"values_path": str(values_path), "mlflow_uri": uri, "mlflow_run_id": logged.run_id,
+            "model_name": model_name, "model_version": logged.model_version, "alias_set": logged.alias_set, **metrics}
+
+
+@flow(name="value-dataset", flow_run_name="value-{method}-{learner}-seed{seed}")
+def value_dataset(
+    data: str | None = None, target: str | None = None, valid: str | None = None,
+    learner: str = "logreg", method: str = "shapley", sampler: str | None = None,
+    samples: int = ValuationConfig.samples, seed: int = 0, alpha: float = 16.0, beta: float = 1.0,
+    store: str = DEFAULT_STORE, out: str | None = None, mislabeled_column: str | None = None,
+    valid_fraction: float = 0.2, model_name: str = tracking.DEFAULT_MODEL_NAME,
+    batch_fits: int = ValuationConfig.batch_fits, epochs: int = AmortizationConfig.epochs,
+) -> dict:
+    """Estimate every training point's value, amortize, register the valuation network."""
+    pin_threads()
+    config = ValuationConfig(learner=learner, method=method, sampler=sampler, samples=samples, seed=seed,
+                             alpha=alpha, beta=beta, batch_fits=batch_fits,
+                             amortization=AmortizationConfig(epochs=epochs))
+    inputs = load_inputs(data, target, valid=valid, valid_fraction=valid_fraction, seed=seed,
+                         mislabeled_column=mislabeled_column, store=store)
+    paths = store_paths(store)
+    run_id = config.run_id(inputs.problem.fingerprint)
+    problem_path = inputs.problem.save(paths["problems"] / f"{inputs.problem.fingerprint}.npz")
+    n_batches = plan_batches(config, inputs.problem.n)
+    started = time.perf_counter()
+    with ValuationStore(paths["duckdb"]) as db:
+        db.register_dataset(inputs.problem.fingerprint, inputs.data.name, inputs.problem.n,
+                            inputs.problem.n_features, {"columns": inputs.encoder.input_schema()})
+        status = db.begin_run(run_id, inputs.problem.fingerprint, config.to_dict(), seed, inputs.problem.n, n_batches)
+        if status == "completed":
+            get_run_logger().info("Run %s is already complete; reporting its stored results", run_id)
+            summary = {"values_path": str(paths["values"] / f"{run_id}.parquet"), **db.metrics(run_id),
+                       **{k: v for k, v in (db.run(run_id) or {}).items() if k in ("mlflow_run_id", "model_version")}}
+        else:
+            run_batches(db, run_id, config, problem_path, n_batches)
+            db.set_run_status(run_id, "valued")
+            summary = amortize_and_track(db, run_id, inputs, config, paths["root"], model_name,
+                                         time.perf_counter() - started)
+    if out:
+        write_parquet(pl.read_parquet(summary["values_path"]), out)
+    return {"run_id": run_id, "flow_run_id": str(flow_run.id), "store": str(paths["root"]), "duckdb": str(paths["duckdb"]),
+            "source": inputs.source, "out": out, "seconds": time.perf_counter() - started, **summary}

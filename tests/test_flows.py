@@ -1,0 +1,152 @@
+"""End to end on tiny data: a real Prefect run, DuckDB file, MLflow SQLite store and registry."""
+
+from __future__ import annotations
+
+import duckdb
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from amortval.data.demo import make_demo
+from amortval.data.store import ValuationStore
+from amortval.flows.curation import curate_dataset
+from amortval.flows.valuation import value_dataset
+from amortval.tasks.config import AmortizationConfig, ValuationConfig
+from amortval.tasks.marginals import BatchSpec, evaluate_batch
+from amortval.tasks.prepare import load_inputs, store_paths
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+N_TRAIN, SAMPLES = 40, 6
+OPTIONS = dict(target="label", samples=SAMPLES, seed=0, epochs=5, batch_fits=50, mislabeled_column="flipped")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    demo = make_demo(seed=1, n_train=N_TRAIN, n_valid=30, n_new=30)
+    demo.train.write_csv(root / "train.csv")
+    demo.valid.drop("flipped").write_parquet(root / "valid.parquet")
+    demo.new.write_parquet(root / "new.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def valued(files, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    result = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
+    return store, result
+
+
+def test_store_holds_every_sample_and_estimate(valued):
+    store, result = valued
+    con = duckdb.connect(str(store_paths(store)["duckdb"]), read_only=True)
+    try:
+        run = result["run_id"]
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT (point, draw)) FROM samples WHERE run_id = ?", [run]).fetchone()
+        assert n == distinct == N_TRAIN * SAMPLES
+        orphans = con.execute("SELECT count(*) FROM samples s ANTI JOIN batches b USING (run_id, batch) WHERE s.run_id = ?", [run]).fetchone()[0]
+        assert orphans == 0
+        per_source = dict(con.execute("SELECT source, count(*) FROM estimates WHERE run_id = ? GROUP BY source", [run]).fetchall())
+        assert per_source == {"monte_carlo": N_TRAIN, "amortized": N_TRAIN}
+        assert con.execute("SELECT status FROM runs WHERE run_id = ?", [run]).fetchone()[0] == "completed"
+        # The stored estimate is exactly the mean of the stored samples.
+        mc = con.execute("SELECT point, avg(weight * delta) FROM samples WHERE run_id = ? GROUP BY point ORDER BY point", [run]).fetchall()
+        est = con.execute("SELECT point, value FROM estimates WHERE run_id = ? AND source = 'monte_carlo' ORDER BY point", [run]).fetchall()
+        np.testing.assert_allclose([v for _, v in mc], [v for _, v in est])
+    finally:
+        con.close()
+    values = pl.read_parquet(result["values_path"])
+    assert values["row"].to_list() == list(range(N_TRAIN))
+    assert {"mc_value", "mc_stderr", "mc_count", "amortized_value"} <= set(values.columns)
+    assert (values["mc_count"] == SAMPLES).all()
+
+
+def test_mlflow_run_model_version_and_alias(valued):
+    store, result = valued
+    client = MlflowClient(result["mlflow_uri"])
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.params["learner"] == "logreg" and run.data.params["method"] == "shapley"
+    for key in ("gate_mse_network", "gate_mse_monte_carlo", "gate_passed", "samples_stored"):
+        assert key in run.data.metrics
+    assert run.data.metrics["samples_stored"] == N_TRAIN * SAMPLES
+    history = client.get_metric_history(run.info.run_id, "heldout_mse")
+    assert [m.step for m in history] == list(range(len(history))) and len(history) >= 2
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert sum(p.endswith(".png") for p in figures) >= 2, figures
+    assert "tables/values.parquet" in tables, tables
+    version = client.get_model_version(result["model_name"], str(result["model_version"]))
+    assert version.run_id == run.info.run_id
+    gate_passed = bool(run.data.metrics["gate_passed"])
+    assert gate_passed, "the tiny problem is chosen so the network beats 5-sample Monte Carlo"
+    assert client.get_model_version_by_alias(result["model_name"], "champion").version == version.version
+
+
+def test_rerun_of_a_completed_run_adds_nothing(valued, files):
+    store, first = valued
+    again = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
+    assert again["run_id"] == first["run_id"]
+    with ValuationStore(store_paths(store)["duckdb"]) as db:
+        assert db.sample_count(first["run_id"]) == N_TRAIN * SAMPLES
+
+
+def test_resume_submits_only_missing_batches_and_matches_uninterrupted(valued, files, tmp_path):
+    """A run that stopped after batches 0 and 2 ends with the same values as one that never stopped."""
+    store, full = valued
+    inputs = load_inputs(str(files / "train.csv"), "label", valid=str(files / "valid.parquet"), valid_fraction=0.2,
+                         seed=0, mislabeled_column="flipped", store=tmp_path)
+    config = ValuationConfig(samples=SAMPLES, seed=0, batch_fits=50, amortization=AmortizationConfig(epochs=5))
+    run_id = config.run_id(inputs.problem.fingerprint)
+    assert run_id == full["run_id"]
+    paths = store_paths(tmp_path)
+    problem_path = inputs.problem.save(paths["problems"] / "p.npz")
+    with ValuationStore(paths["duckdb"]) as db:
+        db.begin_run(run_id, inputs.problem.fingerprint, config.to_dict(), 0, N_TRAIN, SAMPLES)
+        for b in (0, 2):
+            r = evaluate_batch(BatchSpec(run_id, b, str(problem_path), config))
+            db.commit_batch(run_id, b, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks, seconds=-1.0)
+    resumed = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(tmp_path), **OPTIONS)
+    with ValuationStore(paths["duckdb"]) as db:
+        batches = db.batches(run_id)
+        assert sorted(batches.filter(pl.col("seconds") == -1.0)["batch"].to_list()) == [0, 2]
+        assert batches.height == SAMPLES
+        resumed_samples = db.samples(run_id)
+    with ValuationStore(store_paths(store)["duckdb"]) as db:
+        full_samples = db.samples(full["run_id"])
+    assert resumed_samples.equals(full_samples)
+    a, b = pl.read_parquet(full["values_path"]), pl.read_parquet(resumed["values_path"])
+    assert a.select("mc_value", "amortized_value").equals(b.select("mc_value", "amortized_value"))
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[resumed["flow_run_id"]])))
+    assert sum(t.name.startswith("evaluate-batch") for t in task_runs) == SAMPLES - 2
+
+
+def test_curate_scores_unseen_points_with_the_registered_model(valued, files, tmp_path):
+    store, result = valued
+    out = tmp_path / "curated.parquet"
+    curated = curate_dataset(data=str(files / "new.parquet"), store=str(store), drop_fraction=0.2, out=str(out),
+                             mislabeled_column="flipped")
+    assert curated["model_version"] == str(result["model_version"])
+    kept, dropped = pl.read_parquet(out), pl.read_parquet(curated["dropped"])
+    assert kept.height + dropped.height == 30 and dropped.height == 6
+    assert {"value", "reason"} <= set(kept.columns)
+    assert dropped["value"].max() <= kept["value"].min()
+    assert all(r.startswith("dropped") for r in dropped["reason"])
+    with ValuationStore(store_paths(store)["duckdb"]) as db:
+        scores = db.scores(curated["curation_id"])
+    assert scores.height == 30 and int(scores["kept"].sum()) == 24
+    # The registry model scores exactly like the network used during the run.
+    model_uri = f"models:/{result['model_name']}@champion"
+    mlflow.set_tracking_uri(result["mlflow_uri"])
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    new = pl.read_parquet(files / "new.parquet").drop("flipped")
+    registry_values = np.asarray(pyfunc.predict(new.to_pandas())).ravel()
+    scored = pl.concat([kept, dropped]).sort("row")
+    assert scored["row"].to_list() == list(range(30))
+    np.testing.assert_allclose(registry_values, scored["value"].to_numpy(), rtol=1e-6)
