@@ -150,3 +150,40 @@ def test_curate_scores_unseen_points_with_the_registered_model(valued, files, tm
     scored = pl.concat([kept, dropped]).sort("row")
     assert scored["row"].to_list() == list(range(30))
     np.testing.assert_allclose(registry_values, scored["value"].to_numpy(), rtol=1e-6)
+
+
+def _scores_rows(store) -> int:
+    con = duckdb.connect(str(store_paths(store)["duckdb"]), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM scores").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda f: f.drop("income"), "income"),
+    (lambda f: f.with_columns(pl.lit(1.0).alias("surprise")), "surprise"),
+    (lambda f: f.with_columns(pl.col("income").cast(pl.String)), "income"),
+    (lambda f: f.with_columns(pl.lit("maybe").alias("label")), "maybe"),
+    (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("income")).alias("income")), "income"),
+])
+def test_curate_rejects_data_unlike_the_model_and_writes_nothing(valued, files, tmp_path, mutate, needle):
+    from amortval.errors import SchemaMismatchError
+
+    store, _ = valued
+    bad = tmp_path / "bad.parquet"
+    mutate(pl.read_parquet(files / "new.parquet").drop("flipped")).write_parquet(bad)
+    out = tmp_path / "curated.parquet"
+    before = _scores_rows(store)
+    with pytest.raises(SchemaMismatchError, match=needle):
+        curate_dataset(data=str(bad), store=str(store), out=str(out))
+    assert not out.exists() and not (tmp_path / "curated.dropped.parquet").exists()
+    assert _scores_rows(store) == before
+
+
+def test_curate_without_a_registered_model_says_so(files, tmp_path):
+    from amortval.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="amortval value"):
+        curate_dataset(data=str(files / "new.parquet"), store=str(tmp_path / "empty-store"), mislabeled_column="flipped")
+    assert not (tmp_path / "empty-store" / "amortval.duckdb").exists()
