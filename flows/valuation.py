@@ -7,6 +7,7 @@ same command resumes a killed run exactly where it stopped.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
@@ -122,7 +124,9 @@ def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: 
             "model_name": model_name, "model_version": logged.model_version, "alias_set": logged.alias_set, **metrics}
 
 
-@flow(name="value-dataset", flow_run_name="value-{method}-{learner}-seed{seed}")
+# Deployments run without the CLI: size the pool to the cores (each fit uses one thread).
+@flow(name="value-dataset", flow_run_name="value-{method}-{learner}-seed{seed}",
+      task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))
 def value_dataset(
     data: str | None = None, target: str | None = None, valid: str | None = None,
     learner: str = "logreg", method: str = "shapley", sampler: str | None = None,
