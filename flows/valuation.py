@@ -21,13 +21,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
 from amortval.models.valuation_model import ValuationModel
-from amortval.tasks import plots, tracking
+from amortval.tasks import report, tracking
 from amortval.tasks.amortize import amortize
 from amortval.tasks.config import AmortizationConfig, ValuationConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch, plan_batches
 from amortval.tasks.prepare import DEFAULT_STORE, Inputs, load_inputs, store_paths
 from amortval.tasks.progress import BatchProgress
-from amortval.tasks.report import summary_metrics, values_table, write_parquet
 from amortval.tasks.runtime import pin_threads
 
 
@@ -68,55 +67,36 @@ def run_batches(db: ValuationStore, run_id: str, config: ValuationConfig, proble
 
 def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: ValuationConfig,
                        store_root: Path, model_name: str, seconds_valuation: float) -> dict:
+    """Train the valuation network on the stored samples, then record it everywhere."""
     logger = get_run_logger()
-    samples = db.samples(run_id).select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value"))
     problem, data = inputs.problem, inputs.data
     result = amortize_task(
-        problem.x_train, problem.y_train, problem.n_classes, samples,
-        heldout_from_draw=config.samples - config.n_holdout, config=config.amortization,
-        seed=config.seed, progress=lambda h: logger.info("amortization epoch %(epoch)d: train MSE %(train_mse).3g, held-out MSE %(heldout_mse).3g", h),
+        problem.x_train, problem.y_train, problem.n_classes,
+        db.samples(run_id).select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value")),
+        heldout_from_draw=config.samples - config.n_holdout, config=config.amortization, seed=config.seed,
+        progress=lambda h: logger.info("amortization epoch %(epoch)d: train MSE %(train_mse).3g, "
+                                       "held-out MSE %(heldout_mse).3g", h),
     )
     db.write_estimates(run_id, "monte_carlo", db.monte_carlo_estimates(run_id))
     db.write_estimates(run_id, "amortized", pl.DataFrame({"point": range(problem.n), "value": result.values}))
     model = ValuationModel(inputs.encoder, result.net, result.target_scale)
-    raw = lambda frame: frame.drop(data.mislabeled_column, strict=False) if data.mislabeled_column else frame  # noqa: E731
-    table = values_table(
-        train_rows=data.train_rows, estimates=db.estimates(run_id), amortized_train=result.values,
-        valid_rows=data.valid_rows,
-        amortized_valid=model.predict(raw(data.valid)) if data.valid_rows is not None else None,
-        labels_train=data.train[data.target].to_list(), labels_valid=data.valid[data.target].to_list(),
-        mislabeled=data.mislabeled,
-    )
-    values_path = write_parquet(table, store_root / "values" / f"{run_id}.parquet")
+    valid_values = model.predict(inputs.model_columns(data.valid)) if data.valid_rows is not None else None
+    table = report.values_table(data, db.estimates(run_id), result.values, valid_values)
+    values_path = report.write_parquet(table, store_root / "values" / f"{run_id}.parquet")
     metrics = {
-        "gate_mse_network": result.gate_mse_network,
-        "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
-        "gate_passed": float(result.gate_passed),
-        "best_epoch": float(result.best_epoch),
-        "samples_stored": float(db.sample_count(run_id)),
-        "model_fits": float(db.fit_count(run_id)),
-        "seconds_valuation": seconds_valuation,
-        "seconds_amortization": result.seconds,
+        **report.gate_metrics(result), **report.summary_metrics(table),
+        "samples_stored": float(db.sample_count(run_id)), "model_fits": float(db.fit_count(run_id)),
         **{f"samples_{k}": float(v) for k, v in db.status_counts(run_id).items()},
-        **summary_metrics(table),
+        "seconds_valuation": seconds_valuation,
     }
     db.log_metrics(run_id, metrics)
-    train = table.filter(pl.col("split") == "train")
-    flags = train["mislabeled"].to_numpy() if "mislabeled" in train.columns else None
     uri = tracking.tracking_uri(store_root)
     tracking.init_tracking(uri, store_root)
     logged = log_run_task(
         uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=run_id,
-        params={"run_id": run_id, "data": inputs.source, "valid": inputs.valid_source or "split",
-                "target": data.target, "n_points": problem.n, "n_valid": len(problem.y_valid),
-                "n_features": problem.n_features, "n_classes": problem.n_classes, **config.to_dict()},
-        metrics=metrics, history=result.history, tables={"values": table},
-        figures={
-            "value_distribution": plots.value_distribution_figure(train["amortized_value"].to_numpy(), train["label"].to_list(), flags),
-            "network_vs_monte_carlo": plots.network_vs_monte_carlo_figure(train["mc_value"].to_numpy(), train["mc_stderr"].to_numpy(), train["amortized_value"].to_numpy(), flags),
-            "training_curve": plots.training_curve_figure(result.history, result.best_epoch),
-        },
-        model=model, input_example=raw(data.train).head(5).to_pandas(), registered_name=model_name,
+        params=report.run_params(run_id, inputs, config), metrics=metrics, history=result.history,
+        tables={"values": table}, figures=report.run_figures(table, result), model=model,
+        input_example=inputs.model_columns(data.train).head(5).to_pandas(), registered_name=model_name,
         gate_passed=result.gate_passed, tags={"amortval.run_id": run_id, "amortval.data": problem.fingerprint},
     )
     db.set_run_status(run_id, "completed", mlflow_run_id=logged.run_id, model_version=str(logged.model_version))
@@ -161,6 +141,6 @@ def value_dataset(
             summary = amortize_and_track(db, run_id, inputs, config, paths["root"], model_name,
                                          time.perf_counter() - started)
     if out:
-        write_parquet(pl.read_parquet(summary["values_path"]), out)
+        report.write_parquet(pl.read_parquet(summary["values_path"]), out)
     return {"run_id": run_id, "flow_run_id": str(flow_run.id), "store": str(paths["root"]), "duckdb": str(paths["duckdb"]),
             "source": inputs.source, "out": out, "seconds": time.perf_counter() - started, **summary}

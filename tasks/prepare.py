@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from amortval.data.demo import DEMO_FLIP_COLUMN, DEMO_TARGET, write_demo
 from amortval.data.encoding import TabularEncoder, build_problem
 from amortval.data.problem import Problem
@@ -27,6 +29,11 @@ class Inputs:
     encoder: TabularEncoder
     source: str  # the --data path, or "demo"
     valid_source: str | None  # the --valid path, the demo's, or None for a split
+
+    def model_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The columns the valuation model takes: features and label, no error flags."""
+        column = self.data.mislabeled_column
+        return frame.drop(column, strict=False) if column else frame
 
 
 def load_inputs(

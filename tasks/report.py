@@ -1,4 +1,4 @@
-"""The per-row values table and the run's summary figures.
+"""What a valuation run reports: the per-row values table, parameters, metrics, figures.
 
 One row per input row, in input order: the row index in the --data file, whether the
 row was valued ("train") or used to measure the utility ("valid"), the Monte Carlo
@@ -14,49 +14,92 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from matplotlib.figure import Figure
+
+from amortval.data.tabular import TabularData
+from amortval.tasks import plots
+from amortval.tasks.amortize import AmortizationResult
+from amortval.tasks.config import ValuationConfig
 from amortval.tasks.metrics import mislabeled_auroc, pearson
+from amortval.tasks.prepare import Inputs
 
 
 def values_table(
-    *,
-    train_rows: np.ndarray,
+    data: TabularData,
     estimates: pl.DataFrame,
     amortized_train: np.ndarray,
-    valid_rows: np.ndarray | None,
     amortized_valid: np.ndarray | None,
-    labels_train: list,
-    labels_valid: list | None,
-    mislabeled: np.ndarray | None,
 ) -> pl.DataFrame:
+    """One row per input row of --data, in input order (see the module docstring)."""
     est = estimates.sort("point")
     train = pl.DataFrame(
         {
-            "row": np.asarray(train_rows, dtype=np.int64),
-            "split": ["train"] * len(train_rows),
-            "label": [str(v) for v in labels_train],
+            "row": np.asarray(data.train_rows, dtype=np.int64),
+            "split": ["train"] * data.train.height,
+            "label": [str(v) for v in data.train[data.target].to_list()],
             "mc_value": est["mc_value"].to_numpy(),
             "mc_stderr": est["mc_stderr"].to_numpy(),
             "mc_count": est["mc_count"].cast(pl.Int64).to_numpy(),
             "amortized_value": np.asarray(amortized_train, dtype=np.float64),
         }
     )
-    if mislabeled is not None:
-        train = train.with_columns(pl.Series("mislabeled", np.asarray(mislabeled, dtype=bool)))
-    frames = [train]
-    if valid_rows is not None and amortized_valid is not None:
-        valid = pl.DataFrame(
-            {
-                "row": np.asarray(valid_rows, dtype=np.int64),
-                "split": ["valid"] * len(valid_rows),
-                "label": [str(v) for v in labels_valid or []],
-                "mc_value": pl.Series([None] * len(valid_rows), dtype=pl.Float64),
-                "mc_stderr": pl.Series([None] * len(valid_rows), dtype=pl.Float64),
-                "mc_count": pl.Series([0] * len(valid_rows), dtype=pl.Int64),
-                "amortized_value": np.asarray(amortized_valid, dtype=np.float64),
-            }
-        )
-        frames.append(valid)
-    return pl.concat(frames, how="diagonal").sort("row")
+    if data.mislabeled is not None:
+        train = train.with_columns(pl.Series("mislabeled", np.asarray(data.mislabeled, dtype=bool)))
+    if data.valid_rows is None or amortized_valid is None:
+        return train.sort("row")
+    n_valid = len(data.valid_rows)
+    valid = pl.DataFrame(
+        {
+            "row": np.asarray(data.valid_rows, dtype=np.int64),
+            "split": ["valid"] * n_valid,
+            "label": [str(v) for v in data.valid[data.target].to_list()],
+            "mc_value": pl.Series([None] * n_valid, dtype=pl.Float64),
+            "mc_stderr": pl.Series([None] * n_valid, dtype=pl.Float64),
+            "mc_count": pl.Series([0] * n_valid, dtype=pl.Int64),
+            "amortized_value": np.asarray(amortized_valid, dtype=np.float64),
+        }
+    )
+    return pl.concat([train, valid], how="diagonal").sort("row")
+
+
+def run_params(run_id: str, inputs: Inputs, config: ValuationConfig) -> dict:
+    """What MLflow shows as the run's parameters: the data, its shape, and the config."""
+    problem = inputs.problem
+    return {
+        "run_id": run_id,
+        "data": inputs.source,
+        "valid": inputs.valid_source or f"split of data ({len(problem.y_valid)} rows)",
+        "target": inputs.data.target,
+        "n_points": problem.n,
+        "n_valid": len(problem.y_valid),
+        "n_features": problem.n_features,
+        "n_classes": problem.n_classes,
+        **config.to_dict(),
+    }
+
+
+def gate_metrics(result: AmortizationResult) -> dict[str, float]:
+    return {
+        "gate_mse_network": result.gate_mse_network,
+        "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
+        "gate_passed": float(result.gate_passed),
+        "best_epoch": float(result.best_epoch),
+        "seconds_amortization": result.seconds,
+    }
+
+
+def run_figures(table: pl.DataFrame, result: AmortizationResult) -> dict[str, Figure]:
+    """Values per class, network vs Monte Carlo, and the training curve."""
+    train = table.filter(pl.col("split") == "train")
+    flags = train["mislabeled"].to_numpy() if "mislabeled" in train.columns else None
+    amortized = train["amortized_value"].to_numpy()
+    return {
+        "value_distribution": plots.value_distribution_figure(amortized, train["label"].to_list(), flags),
+        "network_vs_monte_carlo": plots.network_vs_monte_carlo_figure(
+            train["mc_value"].to_numpy(), train["mc_stderr"].to_numpy(), amortized, flags
+        ),
+        "training_curve": plots.training_curve_figure(result.history, result.best_epoch),
+    }
 
 
 def summary_metrics(table: pl.DataFrame) -> dict[str, float]:
