@@ -119,14 +119,19 @@ def _check_unique(names: list[str], path: Path) -> None:
         seen.add(name)
 
 
+def require_column(frame: pl.DataFrame, column: str, role: str, *, name: str) -> None:
+    """Fail naming the missing column, its role, and what the file does have."""
+    if column not in frame.columns:
+        raise DataValidationError(
+            f"{name}: {role} column '{column}' not found; available columns: "
+            f"{', '.join(frame.columns)}",
+            column,
+        )
+
+
 def validate_target(frame: pl.DataFrame, target: str, *, name: str = "data") -> list:
     """Check the label column and return its sorted classes (plain Python values)."""
-    if target not in frame.columns:
-        raise DataValidationError(
-            f"{name}: target column '{target}' not found; available columns: "
-            f"{', '.join(frame.columns)}",
-            target,
-        )
+    require_column(frame, target, "target", name=name)
     series = frame[target]
     kind = column_type(series.dtype)
     if kind is None:
@@ -251,12 +256,7 @@ def stratified_split(labels: Sequence, valid_fraction: float, seed: int) -> tupl
 
 
 def _mislabeled_flags(frame: pl.DataFrame, column: str, *, name: str) -> np.ndarray:
-    if column not in frame.columns:
-        raise DataValidationError(
-            f"{name}: mislabeled column '{column}' not found; available columns: "
-            f"{', '.join(frame.columns)}",
-            column,
-        )
+    require_column(frame, column, "mislabeled", name=name)
     series = frame[column]
     problem = value_problem(series)
     if problem:

@@ -48,18 +48,13 @@ def select(values: np.ndarray, rule: CurationRule) -> tuple[np.ndarray, list[str
         kept = np.ones(len(values), dtype=bool)
         kept[order[:n_drop]] = False
         cut = values[order[n_drop - 1]] if n_drop else -np.inf
-        reasons = [
-            f"kept: value {v:.6g} above the lowest {rule.drop_fraction:.1%} (cut-off {cut:.6g})"
-            if k
-            else f"dropped: value {v:.6g} in the lowest {rule.drop_fraction:.1%} (cut-off {cut:.6g})"
-            for v, k in zip(values, kept)
-        ]
-        return kept, reasons
-    kept = values >= rule.threshold
+        criterion = f"the lowest {rule.drop_fraction:.1%} (cut-off {cut:.6g})"
+        if_kept, if_dropped = f"above {criterion}", f"in {criterion}"
+    else:
+        kept = values >= rule.threshold
+        if_kept, if_dropped = f">= threshold {rule.threshold:g}", f"< threshold {rule.threshold:g}"
     reasons = [
-        f"kept: value {v:.6g} >= threshold {rule.threshold:g}"
-        if k
-        else f"dropped: value {v:.6g} < threshold {rule.threshold:g}"
+        f"kept: value {v:.6g} {if_kept}" if k else f"dropped: value {v:.6g} {if_dropped}"
         for v, k in zip(values, kept)
     ]
     return kept, reasons
