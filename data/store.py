@@ -308,9 +308,12 @@ class ValuationStore:
         where, params = "run_id = ?", [run_id]
         if below_draw is not None:
             where, params = where + " AND draw < ?", [run_id, below_draw]
+        # Ordered aggregates: floating-point sums then run in draw order, not in the
+        # physical order batches were committed, so a resumed run gets bit-identical
+        # values to an uninterrupted one (~90 ms instead of ~12 ms on 1M rows).
         return self._query(
-            'SELECT point, avg(weight * delta) AS value, '
-            'CASE WHEN count(*) >= 2 THEN stddev_samp(weight * delta) / sqrt(count(*)) END AS stderr, '
+            "SELECT point, avg(weight * delta ORDER BY draw) AS value, "
+            "CASE WHEN count(*) >= 2 THEN stddev_samp(weight * delta ORDER BY draw) / sqrt(count(*)) END AS stderr, "
             f'count(*) AS "count" FROM samples WHERE {where} GROUP BY point ORDER BY point',
             params,
         )

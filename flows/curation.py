@@ -66,7 +66,7 @@ def curate_dataset(
         metrics["mislabeled_recall"] = float((~kept)[flags].mean()) if flags.any() else float("nan")
     tracking.log_curation_run(uri=uri, params={"data": str(data), "model_uri": model_uri, "model_version": version,
                                                "rule": rule.describe(), "curation_id": curation_id},
-                              metrics=metrics, table=scored)
+                              metrics=metrics, table=scored, run_name=curation_id)
     logger.info("Curated %s with %s v%s: kept %d, dropped %d (%s)", data, model_name, version,
                 metrics["rows_kept"], metrics["rows_dropped"], rule.describe())
     return {"curation_id": curation_id, "model_uri": model_uri, "model_version": version,

@@ -230,3 +230,28 @@ def test_large_commit_is_fast(store: ValuationStore) -> None:
           f"aggregate {agg * 1e3:.1f} ms")
     assert store.sample_count("r1") == n and est.height == 1000
     assert elapsed < 5.0
+
+
+def test_estimates_do_not_depend_on_commit_order(tmp_path):
+    """A resumed run commits batches in another order; its values must be bit-identical."""
+    rng = np.random.default_rng(3)
+    n_points, n_batches = 2000, 40
+    batches = [
+        pl.DataFrame({
+            "point": np.arange(n_points, dtype=np.int32),
+            "draw": np.full(n_points, b, dtype=np.int32),
+            "cardinality": rng.integers(0, n_points, n_points).astype(np.int32),
+            "delta": rng.standard_normal(n_points) * 1e-3,
+            "weight": np.ones(n_points),
+            "status": ["ok"] * n_points,
+        })
+        for b in range(n_batches)
+    ]
+    results = []
+    for name, order in (("forward", range(n_batches)), ("shuffled", rng.permutation(n_batches))):
+        with ValuationStore(tmp_path / f"{name}.duckdb") as store:
+            store.begin_run("r", "d", {}, 0, n_points, n_batches)
+            for b in order:
+                store.commit_batch("r", int(b), batches[b], n_fits=1, n_fallbacks=0, seconds=0.0)
+            results.append(store.monte_carlo_estimates("r"))
+    assert results[0].equals(results[1])
