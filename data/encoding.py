@@ -34,7 +34,6 @@ from amortval.data.tabular import (
     feature_columns,
     label_values,
     type_family,
-    validate_target,
     validate_training_frame,
     value_problem,
 )
@@ -79,7 +78,6 @@ class TabularEncoder:
     """Fitted encoding of features and labels; JSON round trip via to_dict/from_dict."""
 
     target: str
-    feature_columns: tuple[str, ...]
     columns: tuple[ColumnEncoding, ...]
     classes: tuple
     target_dtype: str
@@ -89,8 +87,7 @@ class TabularEncoder:
     def fit(cls, frame: pl.DataFrame, target: str, *, exclude: Sequence[str] = ()) -> TabularEncoder:
         """Fit on training rows (validated here: a bad frame raises DataValidationError)."""
         frame = as_polars(frame)
-        validate_training_frame(frame, target, exclude=exclude, min_rows=2, name="training data")
-        classes = validate_target(frame, target, name="training data")
+        classes = validate_training_frame(frame, target, exclude=exclude, min_rows=2, name="training data")
         columns = []
         for name in feature_columns(frame, target, exclude):
             series = frame[name]
@@ -108,12 +105,16 @@ class TabularEncoder:
         target_series = frame[target]
         return cls(
             target=target,
-            feature_columns=tuple(c.name for c in columns),
             columns=tuple(columns),
             classes=tuple(classes),
             target_dtype=str(target_series.dtype),
             target_type=column_type(target_series.dtype) or "string",
         )
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        """Raw input feature columns, input order."""
+        return tuple(c.name for c in self.columns)
 
     @property
     def n_encoded(self) -> int:
@@ -258,7 +259,6 @@ class TabularEncoder:
         )
         return cls(
             target=d["target"],
-            feature_columns=tuple(c.name for c in columns),
             columns=columns,
             classes=tuple(d["classes"]),
             target_dtype=d["target_dtype"],

@@ -181,6 +181,10 @@ class ValuationStore:
         with self._lock:
             return self._first(self._connection, sql, params)
 
+    def _fetchall(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with self._lock:
+            return self._connection.execute(sql, params).fetchall()
+
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
@@ -248,8 +252,7 @@ class ValuationStore:
 
     # -- batches and samples -----------------------------------------------------------
     def done_batches(self, run_id: str) -> set[int]:
-        with self._lock:
-            rows = self._connection.execute("SELECT batch FROM batches WHERE run_id = ?", [run_id]).fetchall()
+        rows = self._fetchall("SELECT batch FROM batches WHERE run_id = ?", [run_id])
         return {int(r[0]) for r in rows}
 
     def commit_batch(self, run_id: str, batch: int, samples: pl.DataFrame, *, n_fits: int,
@@ -288,11 +291,9 @@ class ValuationStore:
         )
 
     def status_counts(self, run_id: str) -> dict[str, int]:
-        with self._lock:
-            rows = self._connection.execute(
-                "SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY status ORDER BY status",
-                [run_id],
-            ).fetchall()
+        rows = self._fetchall(
+            "SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY status ORDER BY status", [run_id]
+        )
         return {str(s): int(n) for s, n in rows}
 
     def fit_count(self, run_id: str) -> int:
@@ -354,10 +355,7 @@ class ValuationStore:
             con.execute(f"INSERT OR REPLACE INTO run_metrics SELECT ?, name, value FROM {f}", [run_id])
 
     def metrics(self, run_id: str) -> dict[str, float]:
-        with self._lock:
-            rows = self._connection.execute(
-                "SELECT name, value FROM run_metrics WHERE run_id = ? ORDER BY name", [run_id]
-            ).fetchall()
+        rows = self._fetchall("SELECT name, value FROM run_metrics WHERE run_id = ? ORDER BY name", [run_id])
         return {str(k): float(v) if v is not None else float("nan") for k, v in rows}
 
     def write_scores(self, curation_id: str, model_uri: str, frame: pl.DataFrame) -> None:

@@ -197,9 +197,10 @@ def validate_training_frame(
     exclude: Sequence[str] = (),
     min_rows: int = 4,
     name: str = "data",
-) -> None:
-    """Raise DataValidationError unless ``frame`` can be encoded and valued."""
-    validate_target(frame, target, name=name)
+) -> list:
+    """Raise DataValidationError unless ``frame`` can be encoded and valued; return the
+    sorted classes (so callers need not validate the target a second time)."""
+    classes = validate_target(frame, target, name=name)
     features = feature_columns(frame, target, exclude)
     if not features:
         raise DataValidationError(f"{name}: no feature columns besides target '{target}'")
@@ -207,6 +208,7 @@ def validate_training_frame(
         check_feature(frame[column], name=name)
     if frame.height < min_rows:
         raise DataValidationError(f"{name}: only {frame.height} rows; at least {min_rows} are needed")
+    return classes
 
 
 @dataclass(frozen=True)
@@ -335,8 +337,7 @@ def load_training_data(
     if mislabeled_column is not None and mislabeled_column == target:
         raise ConfigError(f"mislabeled column '{mislabeled_column}' cannot be the target")
     exclude = [mislabeled_column] if mislabeled_column else []
-    validate_training_frame(frame, target, exclude=exclude, name=name)
-    classes = validate_target(frame, target, name=name)
+    classes = validate_training_frame(frame, target, exclude=exclude, name=name)
     features = feature_columns(frame, target, exclude)
     flags = _mislabeled_flags(frame, mislabeled_column, name=name) if mislabeled_column else None
     keep = [*features, target]

@@ -45,8 +45,7 @@ def curate_dataset(
     uri = tracking.tracking_uri(paths["root"])
     model, model_uri, version = tracking.load_registered_model(uri, model_name, alias)
     ignore = [mislabeled_column] if mislabeled_column else []
-    model.encoder.validate_scoring_frame(frame, ignore=ignore)
-    values = model.predict(frame.drop(ignore))
+    values = model.predict(frame, ignore=ignore)
     kept, reasons = select(values, rule)
     scored = frame.with_columns(pl.Series("value", values), pl.Series("reason", reasons)).with_row_index("row")
     curation_id = "curate-" + hashlib.sha256(

@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass, field
 
 from amortval.errors import ConfigError
+from amortval.models.utility import LEARNER_NAMES
 
-LEARNERS = ("logreg", "mlp", "xgboost")
+LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf")
 SAMPLERS = ("permutation", "independent", "msr")
 

@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from amortval.tasks.metrics import pearson  # noqa: E402
+
 VALUE_LABEL = "value (validation accuracy gained)"
 CLEAN_COLOR = "tab:blue"
 FLIPPED_COLOR = "tab:red"
@@ -104,7 +106,7 @@ def network_vs_monte_carlo_figure(
     flipped = _as_mask(mislabeled, x.size)
     err = np.where(np.isfinite(err), err, 0.0)
     both = np.isfinite(x) & np.isfinite(y)
-    r = pearson_r(x[both], y[both])
+    r = pearson(x[both], y[both])
 
     figure = _new_figure(6.0, 5.5)
     ax = figure.subplots()
@@ -145,13 +147,6 @@ def training_curve_figure(history: Sequence[Mapping[str, float]], best_epoch: in
     ax.set_title("Valuation network training curve")
     ax.legend(fontsize=8)
     return figure
-
-
-def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; NaN when fewer than two points or a constant series."""
-    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def close_figures(figures: Mapping[str, Figure] | Sequence[Figure]) -> None:
