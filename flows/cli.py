@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--valid", help="validation file (default: a seeded split of --data)")
     value.add_argument("--valid-fraction", type=float, default=0.2, help="share split off --data for validation when --valid is not given")
     value.add_argument("--learner", choices=LEARNERS, default="logreg", help="model retrained on every subset (the utility)")
+    value.add_argument("--knn-k", type=int, default=ValuationConfig.knn_k, help="k of the KNN utility (with --learner knn; Jia et al. 2019)")
     value.add_argument("--method", choices=METHODS, default="shapley", help="semivalue: Data Shapley, Beta Shapley, Data Banzhaf")
     value.add_argument("--sampler", choices=SAMPLERS, default=None, help="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf)")
     value.add_argument("--samples", type=int, default=ValuationConfig.samples, help="Monte Carlo samples per point")
@@ -72,7 +73,7 @@ def _value(args: argparse.Namespace) -> dict:
 
     ValuationConfig(learner=args.learner, method=args.method, sampler=args.sampler, samples=args.samples,
                     seed=args.seed, alpha=args.alpha, beta=args.beta, batch_fits=args.batch_fits,
-                    amortization=AmortizationConfig(epochs=args.epochs))
+                    knn_k=args.knn_k, amortization=AmortizationConfig(epochs=args.epochs))
     if args.workers < 1:
         from amortval.errors import ConfigError
 
@@ -89,7 +90,7 @@ def _value(args: argparse.Namespace) -> dict:
                 sampler=args.sampler, samples=args.samples, seed=args.seed, alpha=args.alpha, beta=args.beta,
                 store=args.store, out=args.out, mislabeled_column=args.mislabeled_column,
                 valid_fraction=args.valid_fraction, model_name=args.model_name, batch_fits=args.batch_fits,
-                epochs=args.epochs)
+                epochs=args.epochs, knn_k=args.knn_k)
 
 
 def _curate(args: argparse.Namespace) -> dict:

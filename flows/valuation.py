@@ -114,11 +114,12 @@ def value_dataset(
     store: str = DEFAULT_STORE, out: str | None = None, mislabeled_column: str | None = None,
     valid_fraction: float = 0.2, model_name: str = tracking.DEFAULT_MODEL_NAME,
     batch_fits: int = ValuationConfig.batch_fits, epochs: int = AmortizationConfig.epochs,
+    knn_k: int = ValuationConfig.knn_k,
 ) -> dict:
     """Estimate every training point's value, amortize, register the valuation network."""
     pin_threads()
     config = ValuationConfig(learner=learner, method=method, sampler=sampler, samples=samples, seed=seed,
-                             alpha=alpha, beta=beta, batch_fits=batch_fits,
+                             alpha=alpha, beta=beta, batch_fits=batch_fits, knn_k=knn_k,
                              amortization=AmortizationConfig(epochs=epochs))
     inputs = load_inputs(data, target, valid=valid, valid_fraction=valid_fraction, seed=seed,
                          mislabeled_column=mislabeled_column, store=store)

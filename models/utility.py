@@ -16,6 +16,10 @@ point that makes S fit-able, which shifts every value (pyDVL's default does this
 Only non-degenerate rows reach the learner. Constant predictions are scored on the same
 validation set as fitted models, so all values are on one scale.
 
+A learner whose own utility is defined on every subset (``defined_on_every_subset``, the
+KNN utility of Jia et al.) scores every subset itself: the status is still recorded and
+counted, but no fallback replaces its value.
+
 v(S) is a deterministic function of S for a given seed (fixed initialization, fixed
 steps, fixed seeds), so callers may cache or enumerate values exactly.
 """
@@ -31,12 +35,20 @@ from amortval.errors import ConfigError
 
 STATUS_NAMES = ("ok", "empty", "one_class", "missing_classes")
 OK, EMPTY, ONE_CLASS, MISSING_CLASSES = range(4)
-LEARNER_NAMES = ("logreg", "mlp", "xgboost")
+LEARNER_NAMES = ("logreg", "mlp", "xgboost", "knn")
+
+# Prefix masks of a permutation chain are (rows x n) booleans: ~16 MB per chunk.
+_MASK_BUDGET = 1 << 24
 
 
 class Learner(Protocol):
     def fit_score(self, masks: np.ndarray) -> np.ndarray:
-        """masks bool (B, n), each row with >= 2 classes -> validation accuracy float64 (B,)."""
+        """masks bool (B, n), each row with >= 2 classes -> validation accuracy float64 (B,).
+
+        A learner may also set ``defined_on_every_subset = True`` (then it receives every
+        row, degenerate ones included) and offer ``prefix_scores(perm)``, the values of
+        the n+1 prefixes of a permutation chain, when it can do that faster than masks.
+        """
         ...
 
 
@@ -84,10 +96,28 @@ class Utility:
         values[single] = self.constant_accuracy[np.argmax(counts[single], axis=1)]
 
         status[(present >= 2) & (present < self.n_classes)] = MISSING_CLASSES
+        if getattr(self.learner, "defined_on_every_subset", False):
+            values[:] = self.learner.fit_score(masks)
+            return values, status
         fit = present >= 2
         if fit.any():
             values[fit] = self.learner.fit_score(masks[fit])
         return values, status
+
+    def evaluate_prefixes(self, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """v and status of the n+1 prefixes perm[:0], perm[:1], ..., perm[:n] of a chain."""
+        perm = np.asarray(perm, dtype=np.int64)
+        if perm.shape != (self.n,):
+            raise ValueError(f"perm must have shape ({self.n},), got {perm.shape}")
+        prefix_scores = getattr(self.learner, "prefix_scores", None)
+        if prefix_scores is not None and getattr(self.learner, "defined_on_every_subset", False):
+            counts = np.zeros((self.n + 1, self.n_classes), dtype=np.int64)
+            np.cumsum(self._onehot[perm].astype(np.int64), axis=0, out=counts[1:])
+            present = np.count_nonzero(counts, axis=1)
+            status = np.select([present == 0, present == 1, present < self.n_classes],
+                               [EMPTY, ONE_CLASS, MISSING_CLASSES], OK).astype(np.int8)
+            return np.asarray(prefix_scores(perm), dtype=np.float64), status
+        return prefix_values_by_masks(self.evaluate, perm)
 
     def full_value(self) -> float:
         """v(D), the accuracy of the learner trained on every point (computed once)."""
@@ -97,11 +127,22 @@ class Utility:
         return self._full_value
 
 
-def make_utility(learner: str, problem: Problem, seed: int) -> Utility:
+def prefix_values_by_masks(evaluate, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate`` (masks -> values, status) on the n+1 prefixes of ``perm``, in chunks."""
+    n = len(perm)
+    position = np.empty(n, dtype=np.int64)
+    position[perm] = np.arange(n)
+    lengths = np.arange(n + 1)
+    step = max(1, _MASK_BUDGET // max(n, 1))
+    parts = [evaluate(position[None, :] < lengths[start:start + step, None]) for start in range(0, n + 1, step)]
+    return np.concatenate([v for v, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def make_utility(learner: str, problem: Problem, seed: int, *, knn_k: int = 5) -> Utility:
     """The utility for a learner name in ``LEARNER_NAMES``.
 
     ``seed`` fixes the MLP's shared initialization and XGBoost's seed; the logistic
-    regression starts from zeros and does not use it.
+    regression starts from zeros and does not use it. ``knn_k`` is the KNN utility's k.
     """
     # Imported here: a process using one learner never pays for importing the other.
     if learner == "logreg":
@@ -116,6 +157,10 @@ def make_utility(learner: str, problem: Problem, seed: int) -> Utility:
         from amortval.models.xgboost_learner import XGBoostLearner
 
         model = XGBoostLearner(problem, seed)
+    elif learner == "knn":
+        from amortval.models.knn_learner import KNNLearner
+
+        model = KNNLearner(problem, knn_k)
     else:
         raise ConfigError(f"learner must be one of {', '.join(LEARNER_NAMES)}, got {learner!r}")
     return Utility(model, problem, name=learner)

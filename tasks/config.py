@@ -79,6 +79,8 @@ class ValuationConfig:
     # Model fits per Prefect task: large enough that task overhead (~3 ms thread pool,
     # ~100 ms process pool) is noise, small enough that progress and resume are fine-grained.
     batch_fits: int = 2000
+    # k of the KNN utility (Jia et al.); part of the run's identity only for learner "knn".
+    knn_k: int = 5
     amortization: AmortizationConfig = field(default_factory=AmortizationConfig)
 
     def __post_init__(self) -> None:
@@ -106,6 +108,8 @@ class ValuationConfig:
             raise ConfigError(f"Beta Shapley needs alpha > 0 and beta > 0, got ({self.alpha}, {self.beta})")
         if self.batch_fits < 1:
             raise ConfigError(f"batch_fits must be >= 1, got {self.batch_fits}")
+        if self.knn_k < 1:
+            raise ConfigError(f"--knn-k must be >= 1, got {self.knn_k}")
 
     @property
     def n_holdout(self) -> int:
@@ -113,7 +117,11 @@ class ValuationConfig:
         return max(1, min(self.samples - 1, round(self.samples * self.amortization.holdout_fraction)))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The run's options; ``knn_k`` only when it changes results (the KNN learner)."""
+        raw = dataclasses.asdict(self)
+        if self.learner != "knn":
+            del raw["knn_k"]
+        return raw
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

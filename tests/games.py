@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from amortval.models.utility import prefix_values_by_masks
+
 
 class TableGame:
     """v(S) read from a table indexed by the bitmask of S."""
@@ -23,6 +25,9 @@ class TableGame:
         self.calls += len(masks)
         codes = (masks.astype(np.int64) << np.arange(self.n)[None, :]).sum(axis=1)
         return self.table[codes], np.zeros(len(masks), dtype=np.int8)
+
+    def evaluate_prefixes(self, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return prefix_values_by_masks(self.evaluate, perm)
 
     def full_value(self) -> float:
         return float(self.table[-1])

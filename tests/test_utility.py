@@ -119,7 +119,8 @@ def test_rejects_masks_of_the_wrong_width():
 
 def test_unknown_learner_is_a_config_error():
     with pytest.raises(ConfigError, match="knn"):
-        make_utility("knn", tiny_problem(), 0)
+        make_utility("svm", tiny_problem(), 0)
+
 
 
 def test_logreg_separates_a_separable_set():

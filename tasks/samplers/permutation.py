@@ -16,9 +16,6 @@ from amortval.models.utility import Utility
 from amortval.tasks.samplers.base import SampleBatch, sample_status
 from amortval.tasks.semivalues import permutation_weights
 
-# Prefix masks are (rows x n) booleans: bound a chunk to ~16 MB whatever n is.
-_MASK_BUDGET = 1 << 24
-
 
 class PermutationSampler:
     def __init__(self, n: int, samples: int, size_pmf: np.ndarray, batch_fits: int):
@@ -37,7 +34,7 @@ class PermutationSampler:
         parts: list[SampleBatch] = []
         for chain in self.chains(batch):
             perm = rng.permutation(n)
-            values, status = self._prefix_values(utility, perm)
+            values, status = utility.evaluate_prefixes(perm)
             size = np.arange(n)
             parts.append(
                 SampleBatch(
@@ -52,20 +49,6 @@ class PermutationSampler:
                 )
             )
         return concat(parts)
-
-    def _prefix_values(self, utility: Utility, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = self.n
-        rank = np.empty(n, dtype=np.int64)
-        rank[perm] = np.arange(n)
-        lengths = np.arange(n + 1)
-        step = max(1, _MASK_BUDGET // max(n, 1))
-        values, status = [], []
-        for start in range(0, n + 1, step):
-            chunk = lengths[start : start + step]
-            v, s = utility.evaluate(rank[None, :] < chunk[:, None])
-            values.append(v)
-            status.append(s)
-        return np.concatenate(values), np.concatenate(status)
 
 
 def concat(parts: list[SampleBatch]) -> SampleBatch:
