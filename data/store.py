@@ -6,7 +6,9 @@ return sample frames, and the flow commits each finished batch here in one trans
 together with its batch-done marker. Because the marker and the samples land together,
 a run killed at any moment resumes by submitting only the batches without a marker;
 nothing is lost and nothing is counted twice. Frames go in as Arrow tables
-(``INSERT ... SELECT``), never row by row. This is the only module that imports duckdb.
+(``INSERT ... SELECT``), never row by row. This is the only module that imports duckdb;
+table families with their own module (``data/truth_store.py``) run their SQL through
+``query`` and ``execute_atomic`` on the same connection.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,15 +158,21 @@ class ValuationStore:
 
     @contextmanager
     def _frame(self, frame: pl.DataFrame, required: tuple[str, ...]) -> Iterator[str]:
-        """Expose a polars frame to SQL as the view ``incoming`` (zero-copy via Arrow)."""
+        """Expose a polars frame to SQL as the view ``incoming`` (zero-copy via Arrow).
+
+        Enter it *before* ``_transaction``: the transaction then rolls back before the
+        view is dropped; dropping it inside an aborted transaction would raise and hide
+        the statement's own error.
+        """
         missing = [c for c in required if c not in frame.columns]
         if missing:
             raise ValueError(f"frame lacks column(s) {missing}; has {frame.columns}")
-        self._connection.register("incoming", frame.to_arrow())
-        try:
-            yield "incoming"
-        finally:
-            self._connection.unregister("incoming")
+        with self._lock:
+            self._connection.register("incoming", frame.to_arrow())
+            try:
+                yield "incoming"
+            finally:
+                self._connection.unregister("incoming")
 
     def _query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         with self._lock:
@@ -196,6 +204,21 @@ class ValuationStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- SQL for table families kept in their own modules ---------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Result of one read statement as a polars frame."""
+        return self._query(sql, params)
+
+    def execute_atomic(self, statements: Sequence[tuple[str, list[Any] | None]],
+                       frame: pl.DataFrame | None = None) -> None:
+        """Run (sql, params) statements in one transaction: all of them or none.
+
+        ``frame``, when given, is visible to the statements as the view ``incoming``.
+        """
+        with (self._frame(frame, ()) if frame is not None else nullcontext()), self._transaction() as con:
+            for sql, params in statements:
+                con.execute(sql, params)
 
     # -- datasets and runs -------------------------------------------------------------
     def register_dataset(self, dataset_id: str, name: str, n_rows: int, n_features: int,
@@ -262,7 +285,7 @@ class ValuationStore:
         Returns False (and writes nothing) when the marker already exists, so a batch
         recomputed after a crash is never counted twice. Any failure rolls back both.
         """
-        with self._transaction() as con, self._frame(samples, SAMPLE_COLUMNS) as frame:
+        with self._frame(samples, SAMPLE_COLUMNS) as frame, self._transaction() as con:
             if self._first(con, "SELECT 1 FROM batches WHERE run_id = ? AND batch = ?", [run_id, batch]):
                 return False
             con.execute(
@@ -325,7 +348,7 @@ class ValuationStore:
             raise ValueError(f"source must be one of {ESTIMATE_SOURCES}, got {source!r}")
         stderr = "stderr" if "stderr" in frame.columns else "NULL"
         count = '"count"' if "count" in frame.columns else "NULL"
-        with self._transaction() as con, self._frame(frame, ("point", "value")) as f:
+        with self._frame(frame, ("point", "value")) as f, self._transaction() as con:
             con.execute("DELETE FROM estimates WHERE run_id = ? AND source = ?", [run_id, source])
             con.execute(
                 f"INSERT INTO estimates SELECT ?, point, ?, value, {stderr}, {count} FROM {f}",
@@ -351,7 +374,7 @@ class ValuationStore:
             return
         frame = pl.DataFrame({"name": list(metrics), "value": [float(v) for v in metrics.values()]},
                              schema={"name": pl.String, "value": pl.Float64})
-        with self._transaction() as con, self._frame(frame, ("name", "value")) as f:
+        with self._frame(frame, ("name", "value")) as f, self._transaction() as con:
             con.execute(f"INSERT OR REPLACE INTO run_metrics SELECT ?, name, value FROM {f}", [run_id])
 
     def metrics(self, run_id: str) -> dict[str, float]:
@@ -361,7 +384,7 @@ class ValuationStore:
     def write_scores(self, curation_id: str, model_uri: str, frame: pl.DataFrame) -> None:
         """Replace a curation's scores (row, value, kept[, reason]) in one transaction."""
         reason = "reason" if "reason" in frame.columns else "NULL"
-        with self._transaction() as con, self._frame(frame, ("row", "value", "kept")) as f:
+        with self._frame(frame, ("row", "value", "kept")) as f, self._transaction() as con:
             con.execute("DELETE FROM scores WHERE curation_id = ?", [curation_id])
             con.execute(
                 f'INSERT INTO scores SELECT ?, "row", value, kept, {reason}, ?, ? FROM {f}',

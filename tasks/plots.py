@@ -149,6 +149,33 @@ def training_curve_figure(history: Sequence[Mapping[str, float]], best_epoch: in
     return figure
 
 
+def removal_curves_figure(curves: Mapping[str, Mapping[str, object]]) -> Figure:
+    """Test accuracy against the fraction of training points removed, per estimator.
+
+    ``curves`` maps an estimator label to ``tasks.removal.removal_curves`` output. Each
+    estimator gets one colour: a solid line for removing its *lowest*-valued points
+    (should rise, or fall slowest) and a dashed line for removing its *highest*-valued
+    points (should fall fastest); the gap between them is how much the ranking knows.
+    """
+    if not curves:
+        raise ValueError("removal_curves_figure needs at least one estimator's curves")
+    figure = _new_figure(7.0, 4.5)
+    ax = figure.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, curve) in enumerate(curves.items()):
+        color = colors[index % len(colors)]
+        x = np.asarray(curve["fractions"], dtype=np.float64)
+        ax.plot(x, np.asarray(curve["low_removed"], dtype=np.float64), color=color, marker="o",
+                markersize=3, label=f"{label}: lowest values removed")
+        ax.plot(x, np.asarray(curve["high_removed"], dtype=np.float64), color=color, marker="o",
+                markersize=3, linestyle="--", label=f"{label}: highest values removed")
+    ax.set_xlabel("fraction of training points removed")
+    ax.set_ylabel("test accuracy after retraining")
+    ax.set_title("Point removal: retrain without the lowest / highest valued points")
+    ax.legend(fontsize=8)
+    return figure
+
+
 def close_figures(figures: Mapping[str, Figure] | Sequence[Figure]) -> None:
     """Release the figures' canvases and artists (they are not pyplot-managed)."""
     items = figures.values() if isinstance(figures, Mapping) else figures

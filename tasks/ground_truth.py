@@ -1,0 +1,301 @@
+"""Many-sample Monte Carlo ground truth for a fixed set of probe points.
+
+Exact semivalues need 2^n fits; beyond n ~ 16 the reference is a Monte Carlo estimate
+with so many samples that its own error is small next to the estimators it judges. It
+uses the pipeline's own utility, samplers and row contract (value of a sample =
+``weight * delta``, every draw from ``batch_rng(seed, batch)``), so it estimates exactly
+the semivalue a run estimates, and it is stored once per id (``data/truth_store.py``).
+
+Cost, in fits per sample of every probe (P probes, n points):
+
+- ``permutation`` (Shapley): a chain costs n + 1 fits and samples all n points;
+- ``independent``: 2 fits per sample, drawn only for the probes (``ProbeSampler``);
+- ``msr`` (Banzhaf): 1 fit per shared subset, sampling all points.
+
+For Shapley both first samplers give each point a sample with the *same* distribution
+(size uniform, then a uniform coalition of that size), so the default picks the cheaper:
+permutation chains unless 2P < n + 1. Other semivalues default to the pipeline's sampler.
+
+**Seed.** With the same seed, sampler and ``batch_fits`` as a run, the truth would
+replay that run's own draws and share its errors: give the truth a seed no judged run
+uses. ``utility_seed`` is the run's seed (it fixes the MLP initialization and XGBoost),
+so the truth values the same game.
+
+**Halves.** Each probe also gets the means of its even and of its odd draws: two
+independent estimates whose disagreement measures the truth's own error
+(``halves_agreement``) without any reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import repeat
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from amortval.data.problem import Problem, load_problem
+from amortval.data.store import ValuationStore
+from amortval.data.truth_store import read_truth, write_truth
+from amortval.errors import ConfigError
+from amortval.models.utility import Utility, make_utility
+from amortval.tasks.config import DEFAULT_SAMPLER, ValuationConfig
+from amortval.tasks.metrics import nmse, pearson
+from amortval.tasks.progress import BatchProgress
+from amortval.tasks.runtime import pin_threads
+from amortval.tasks.samplers import SampleBatch, Sampler, batch_rng, make_sampler
+from amortval.tasks.samplers.base import sample_status
+from amortval.tasks.semivalues import size_distribution
+
+
+@dataclass(frozen=True)
+class TruthSpec:
+    """What a ground truth estimates and how; with the data it determines the truth id.
+
+    ``probes`` are training-point indices (kept sorted and unique). ``sampler`` None
+    picks by cost (module docstring). ``batch_fits`` sizes batches, and so which draws
+    a batch makes: it is part of the id, the worker count is not.
+    """
+
+    probes: tuple[int, ...]
+    samples: int
+    seed: int
+    learner: str = "logreg"
+    method: str = "shapley"
+    sampler: str | None = None
+    utility_seed: int = 0
+    alpha: float = 16.0
+    beta: float = 1.0
+    batch_fits: int = 2000
+    knn_k: int = 5
+
+    def __post_init__(self) -> None:
+        probes = tuple(sorted({int(p) for p in self.probes}))
+        if not probes:
+            raise ConfigError("a ground truth needs at least one probe point")
+        if self.samples < 2:
+            raise ConfigError(f"a ground truth needs >= 2 samples per probe (two halves), got {self.samples}")
+        object.__setattr__(self, "probes", probes)
+        self.valuation_config()  # validates learner, method, sampler, alpha/beta, knn_k
+
+    def valuation_config(self) -> ValuationConfig:
+        return ValuationConfig(learner=self.learner, method=self.method, sampler=self.sampler,
+                               samples=self.samples, seed=self.seed, alpha=self.alpha,
+                               beta=self.beta, batch_fits=self.batch_fits, knn_k=self.knn_k)
+
+    def resolved(self, n: int) -> TruthSpec:
+        """The spec for a problem of n points: probes checked, sampler chosen."""
+        if self.probes[0] < 0 or self.probes[-1] >= n:
+            raise ConfigError(f"probe points must be training indices in [0, {n}), got {self.probes[0]}..{self.probes[-1]}")
+        sampler = self.sampler or DEFAULT_SAMPLER[self.method]
+        if self.sampler is None and sampler == "permutation" and 2 * len(self.probes) < n + 1:
+            sampler = "independent"
+        return dataclasses.replace(self, sampler=sampler)
+
+    def to_dict(self) -> dict:
+        """Fields that change results; ``knn_k`` only for the KNN learner (as in runs)."""
+        raw = {**dataclasses.asdict(self), "probes": list(self.probes)}
+        if self.learner != "knn":
+            del raw["knn_k"]
+        return raw
+
+    def truth_id(self, problem: Problem) -> str:
+        """Same data, same spec (sampler resolved) -> same truth; order of probes ignored."""
+        spec = self.resolved(problem.n)
+        text = f"{problem.fingerprint}|{json.dumps(spec.to_dict(), sort_keys=True)}"
+        return f"truth-{spec.method}-{spec.learner}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+class ProbeSampler:
+    """Independent coalitions for the probe points only: 2 fits per sample.
+
+    Sample j of the p-th probe is unit j * P + p (draw-major, like ``IndependentSampler``,
+    and drawn the same way): size k ~ p, S uniform of size k in D \\ {i}, weight 1. With
+    every point as a probe it reproduces ``IndependentSampler`` draw for draw.
+    """
+
+    def __init__(self, n: int, probes: np.ndarray, samples: int, size_pmf: np.ndarray, batch_fits: int):
+        self.n, self.probes, self.samples, self.size_pmf = n, np.asarray(probes), samples, size_pmf
+        self.units_per_batch = max(1, batch_fits // 2)
+        self.n_batches = math.ceil(len(self.probes) * samples / self.units_per_batch)
+
+    def run(self, utility: Utility, batch: int, rng: np.random.Generator) -> SampleBatch:
+        n, n_probes = self.n, len(self.probes)
+        start = batch * self.units_per_batch
+        units = np.arange(start, min(n_probes * self.samples, start + self.units_per_batch))
+        point, draw = self.probes[units % n_probes], units // n_probes
+        sizes = rng.choice(n, size=len(units), p=self.size_pmf)
+        without = np.zeros((len(units), n), dtype=bool)
+        for row, (i, k) in enumerate(zip(point, sizes)):
+            keys = rng.random(n)  # k smallest keys among the others: a uniform k-subset
+            keys[i] = np.inf
+            without[row, np.argpartition(keys, k)[:k] if k else []] = True
+        with_point = without.copy()
+        with_point[np.arange(len(units)), point] = True
+        values, status = utility.evaluate(np.concatenate([without, with_point]))
+        m = len(units)
+        return SampleBatch(point=point.astype(np.int32), draw=draw.astype(np.int32),
+                           cardinality=sizes.astype(np.int32), delta=values[m:] - values[:m],
+                           weight=np.ones(m), status=sample_status(status[:m], status[m:]),
+                           n_fits=2 * m, n_fallbacks=int(np.count_nonzero(status)))
+
+
+def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
+    """The sampler of a resolved spec for a problem of n points."""
+    if spec.sampler == "independent":
+        pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta)
+        return ProbeSampler(n, np.asarray(spec.probes), spec.samples, pmf, spec.batch_fits)
+    return make_sampler(spec.valuation_config(), n)
+
+
+@functools.lru_cache(maxsize=4)
+def _utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
+    # Once per process: learners precompute their tensors / DMatrices.
+    return make_utility(learner, load_problem(problem_path), seed, knn_k=knn_k)
+
+
+class TruthRows(NamedTuple):
+    """The probes' samples of one batch; ``value`` = weight * delta."""
+
+    point: np.ndarray
+    draw: np.ndarray
+    value: np.ndarray
+    n_fits: int
+    n_fallbacks: int
+
+
+def truth_batch(utility: Utility, spec: TruthSpec, batch: int) -> TruthRows:
+    """One batch of a resolved spec, reduced to the probes' rows."""
+    out = truth_sampler(spec, utility.n).run(utility, batch, batch_rng(spec.seed, batch))
+    keep = np.isin(out.point, spec.probes)
+    return TruthRows(out.point[keep], out.draw[keep], (out.weight * out.delta)[keep],
+                     out.n_fits, out.n_fallbacks)
+
+
+def _truth_batch_worker(problem_path: str, spec: TruthSpec, batch: int) -> TruthRows:
+    return truth_batch(_utility(problem_path, spec.learner, spec.utility_seed, spec.knn_k), spec, batch)
+
+
+def summarize_draws(point: np.ndarray, draw: np.ndarray, value: np.ndarray,
+                    probes: tuple[int, ...]) -> pl.DataFrame:
+    """Per probe, over its samples in draw order: mean, stderr (null below 2 samples),
+    count, and the means of the even (``half_a``) and odd (``half_b``) draws."""
+    order = np.lexsort((draw, point))
+    point, draw, value = point[order], draw[order], value[order]
+    bounds = np.searchsorted(point, np.asarray(probes + (probes[-1] + 1,)), side="left")
+    rows = []
+    for p, lo, hi in zip(probes, bounds[:-1], bounds[1:]):
+        if hi == lo:
+            raise RuntimeError(f"probe point {p} received no samples")
+        v, even = value[lo:hi], draw[lo:hi] % 2 == 0
+        count = hi - lo
+        rows.append((p, float(v.mean()), float(v.std(ddof=1) / math.sqrt(count)) if count >= 2 else None,
+                     count, float(v[even].mean()) if even.any() else None,
+                     float(v[~even].mean()) if (~even).any() else None))
+    return pl.DataFrame(rows, orient="row", schema={
+        "point": pl.Int32, "value": pl.Float64, "stderr": pl.Float64, "count": pl.Int64,
+        "half_a": pl.Float64, "half_b": pl.Float64})
+
+
+def _compute(problem_path: str, spec: TruthSpec, workers: int,
+             progress: Callable[..., None] | None) -> tuple[pl.DataFrame, dict]:
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    started = time.perf_counter()
+    problem = load_problem(str(problem_path))
+    spec = spec.resolved(problem.n)
+    n_batches = truth_sampler(spec, problem.n).n_batches
+    tracker = BatchProgress(total=n_batches, log=progress) if progress else None
+    if workers == 1:
+        utility = _utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
+        results = (truth_batch(utility, spec, b) for b in range(n_batches))
+        parts = _collect(results, tracker)
+    else:
+        # spawn: a forked child deadlocks in OpenMP after XGBoost ran in the parent.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=pin_threads) as pool:
+            results = pool.map(_truth_batch_worker, repeat(str(problem_path)), repeat(spec), range(n_batches))
+            parts = _collect(results, tracker)
+    frame = summarize_draws(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("point", "draw", "value")),
+                            spec.probes)
+    stats = {"n_fits": sum(p.n_fits for p in parts), "n_fallbacks": sum(p.n_fallbacks for p in parts),
+             "seconds": time.perf_counter() - started}
+    return frame, stats
+
+
+def _collect(results: Iterable[TruthRows], tracker: BatchProgress | None) -> list[TruthRows]:
+    """Batch results in batch order (the order sums are taken in: bit-identical results)."""
+    parts = []
+    for part in results:
+        parts.append(part)
+        if tracker is not None:
+            tracker.update(len(part.point), part.n_fits, part.n_fallbacks)
+    return parts
+
+
+def compute_truth(problem_path: str, spec: TruthSpec, *, workers: int = 1,
+                  progress: Callable[..., None] | None = None) -> pl.DataFrame:
+    """Ground-truth values of the spec's probes: point, value, stderr, count, half_a, half_b.
+
+    ``workers > 1`` evaluates batches in a spawned process pool with one BLAS/torch
+    thread per process; values are bit-identical to ``workers=1`` when the calling
+    process also runs one thread per fit (``tasks.runtime.pin_threads``, as the CLI
+    does). Spawned workers re-import the caller's ``__main__``: call it from a script
+    guarded by ``if __name__ == "__main__":``. ``progress`` (e.g. ``print``) receives
+    progress lines at ~5% steps.
+    """
+    return _compute(problem_path, spec, workers, progress)[0]
+
+
+def load_or_compute_truth(store: ValuationStore, problem_path: str, spec: TruthSpec, *,
+                          workers: int = 1, progress: Callable[..., None] | None = None) -> pl.DataFrame:
+    """The stored truth for (data, spec) if there is one (no fit is run), else compute it
+    and store it with its cost in one transaction."""
+    problem = load_problem(str(problem_path))
+    truth_id = spec.truth_id(problem)
+    stored = read_truth(store, truth_id)
+    if stored is not None:
+        return stored
+    frame, stats = _compute(problem_path, spec, workers, progress)
+    config = {**spec.resolved(problem.n).to_dict(), "n": problem.n}
+    write_truth(store, truth_id, frame, dataset_id=problem.fingerprint, config=config, **stats)
+    return frame
+
+
+def halves_agreement(frame: pl.DataFrame) -> dict[str, float]:
+    """How well the two halves of a truth agree, and the error that implies for the truth.
+
+    For a point with per-sample variance s^2 and M draws split into M_a even and M_b odd
+    ones, the halves are independent and unbiased, so
+        E[(a - b)^2] = s^2 (1/M_a + 1/M_b) = s^2 M / (M_a M_b),
+        E[(value - phi)^2] = s^2 / M = E[(a - b)^2] * M_a M_b / M^2   (= 1/4 for even M).
+    Hence ``truth_mse`` (estimated MSE of ``value`` against the exact semivalue) and
+    ``truth_nmse`` = truth_mse / Var(phi), with Var(phi) = Var(value) - truth_mse (the
+    truth's spread minus its noise); for small noise truth_nmse ~ ``nmse_halves`` / 4.
+    ``truth_pearson`` = sqrt(Var(phi) / Var(value)) is the correlation of ``value``
+    with phi when the noise is independent of phi and homoscedastic (for equal halves it
+    is the Spearman-Brown step-up sqrt(2r / (1 + r)) of the halves' correlation r).
+    """
+    a, b = frame["half_a"].to_numpy(), frame["half_b"].to_numpy()
+    full, count = frame["value"].to_numpy(), frame["count"].to_numpy().astype(np.float64)
+    m_a, m_b = np.ceil(count / 2), np.floor(count / 2)
+    truth_mse = float(np.mean((a - b) ** 2 * m_a * m_b / count**2))
+    spread = float(full.var())
+    signal = spread - truth_mse
+    return {
+        "pearson_halves": pearson(a, b),
+        "nmse_halves": nmse(a, b),
+        "truth_mse": truth_mse,
+        "truth_nmse": truth_mse / signal if signal > 0 else float("nan"),
+        "truth_pearson": math.sqrt(signal / spread) if signal > 0 else float("nan"),
+    }
