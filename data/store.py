@@ -28,7 +28,7 @@ import polars as pl
 from amortval.errors import AmortvalError, StoreLockedError
 
 SCHEMA_VERSION = 1
-ESTIMATE_SOURCES = ("monte_carlo", "amortized")
+ESTIMATE_SOURCES = ("monte_carlo", "amortized", "combined")
 SAMPLE_COLUMNS = ("point", "draw", "cardinality", "delta", "weight", "status")
 RUN_FIELDS = ("mlflow_run_id", "model_version")
 
@@ -356,13 +356,14 @@ class ValuationStore:
             )
 
     def estimates(self, run_id: str) -> pl.DataFrame:
-        """Wide view: point, mc_value, mc_stderr, mc_count, amortized_value (outer join)."""
+        """Wide view: point, mc_value, mc_stderr, mc_count, amortized_value, combined_value."""
         return self._query(
             "SELECT point, "
             "any_value(value) FILTER (source = 'monte_carlo') AS mc_value, "
             "any_value(stderr) FILTER (source = 'monte_carlo') AS mc_stderr, "
             "any_value(\"count\") FILTER (source = 'monte_carlo') AS mc_count, "
-            "any_value(value) FILTER (source = 'amortized') AS amortized_value "
+            "any_value(value) FILTER (source = 'amortized') AS amortized_value, "
+            "any_value(value) FILTER (source = 'combined') AS combined_value "
             "FROM estimates WHERE run_id = ? GROUP BY point ORDER BY point",
             [run_id],
         )

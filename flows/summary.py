@@ -28,7 +28,8 @@ def print_valuation(r: dict) -> None:
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
     if r.get("mislabeled_auroc_network") is not None:
-        lines.append(f"  mislabeled AUROC  network {_fmt(r['mislabeled_auroc_network'], '.3f')}"
+        lines.append(f"  mislabeled AUROC  reported {_fmt(r.get('mislabeled_auroc_combined'), '.3f')}"
+                     f", network {_fmt(r['mislabeled_auroc_network'], '.3f')}"
                      f", Monte Carlo {_fmt(r.get('mislabeled_auroc_monte_carlo'), '.3f')}")
     lines += [
         f"  DuckDB store      {_rel(r['duckdb'])}  (tables: samples, estimates, runs, batches)",

@@ -73,18 +73,20 @@ def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: 
     result = amortize_task(
         problem.x_train, problem.y_train, problem.n_classes,
         db.samples(run_id).select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value")),
-        heldout_from_draw=config.samples - config.n_holdout, config=config.amortization, seed=config.seed,
-        progress=lambda h: logger.info("amortization epoch %(epoch)d: train MSE %(train_mse).3g, "
+        config=config.amortization, seed=config.seed,
+        progress=lambda h: logger.info("amortization fold %(fold)d epoch %(epoch)d: train MSE %(train_mse).3g, "
                                        "held-out MSE %(heldout_mse).3g", h),
     )
     db.write_estimates(run_id, "monte_carlo", db.monte_carlo_estimates(run_id))
-    db.write_estimates(run_id, "amortized", pl.DataFrame({"point": range(problem.n), "value": result.values}))
+    db.write_estimates(run_id, "amortized", pl.DataFrame({"point": range(problem.n), "value": result.network_values}))
+    db.write_estimates(run_id, "combined", pl.DataFrame({"point": range(problem.n), "value": result.values}))
     model = ValuationModel(inputs.encoder, result.net, result.target_scale)
     valid_values = model.predict(inputs.model_columns(data.valid)) if data.valid_rows is not None else None
-    table = report.values_table(data, db.estimates(run_id), result.values, valid_values)
+    table = report.values_table(data, db.estimates(run_id), valid_values)
     values_path = report.write_parquet(table, store_root / "values" / f"{run_id}.parquet")
+    quality, quality_figures = report.quality_report(inputs, config, table)
     metrics = {
-        **report.gate_metrics(result), **report.summary_metrics(table),
+        **report.gate_metrics(result), **report.summary_metrics(table), **quality,
         "samples_stored": float(db.sample_count(run_id)), "model_fits": float(db.fit_count(run_id)),
         **{f"samples_{k}": float(v) for k, v in db.status_counts(run_id).items()},
         "seconds_valuation": seconds_valuation,
@@ -95,7 +97,7 @@ def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: 
     logged = log_run_task(
         uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=run_id,
         params=report.run_params(run_id, inputs, config), metrics=metrics, history=result.history,
-        tables={"values": table}, figures=report.run_figures(table, result), model=model,
+        tables={"values": table}, figures={**report.run_figures(table, result), **quality_figures}, model=model,
         input_example=inputs.model_columns(data.train).head(5).to_pandas(), registered_name=model_name,
         gate_passed=result.gate_passed, tags={"amortval.run_id": run_id, "amortval.data": problem.fingerprint},
     )

@@ -24,9 +24,9 @@ import polars as pl
 import torch
 
 from amortval.data.encoding import TabularEncoder
-from amortval.models.valuation_net import ValuationNet
+from amortval.models.valuation_net import ValuationEnsemble
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: the network is an ensemble of cross-fitted members
 WEIGHTS_FILE = "valuation_net.pt"
 ENCODER_FILE = "encoder.json"
 META_FILE = "valuation_model.json"
@@ -36,7 +36,7 @@ _CHUNK = 65536
 class ValuationModel:
     """Encoder + network + target scale. ``predict`` returns float64 values, original units."""
 
-    def __init__(self, encoder: TabularEncoder, net: ValuationNet, target_scale: float) -> None:
+    def __init__(self, encoder: TabularEncoder, net: ValuationEnsemble, target_scale: float) -> None:
         if net.n_features != encoder.n_encoded or net.n_classes != encoder.n_classes:
             raise ValueError(
                 f"network shape ({net.n_features} features, {net.n_classes} classes) does not "
@@ -90,7 +90,7 @@ class ValuationModel:
         if meta.get("format") != MODEL_FORMAT:
             raise ValueError(f"unsupported valuation model format {meta.get('format')!r} in {directory}")
         encoder = TabularEncoder.from_dict(json.loads((directory / ENCODER_FILE).read_text()))
-        net = ValuationNet(**meta["architecture"])
+        net = ValuationEnsemble.from_architecture(**meta["architecture"])
         state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         return cls(encoder, net, float(meta["target_scale"]))

@@ -94,3 +94,37 @@ class ValuationNet(nn.Module):
             "hidden": self.hidden,
             "layers": self.layers,
         }
+
+
+class ValuationEnsemble(nn.Module):
+    """The mean of several ``ValuationNet`` of one architecture (the cross-fitted folds).
+
+    Same interface as a single network (``forward``, ``value``, ``architecture``), so the
+    valuation model, MLflow wrapper and scoring do not care how many members there are.
+    """
+
+    def __init__(self, members: list[ValuationNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one network")
+        shapes = {tuple(m.architecture().items()) for m in members}
+        if len(shapes) != 1:
+            raise ValueError(f"ensemble members differ in architecture: {sorted(shapes)}")
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.n_features, self.n_classes = first.n_features, first.n_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+    def value(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self.forward(x)
+        return out.gather(1, y.long().reshape(-1, 1)).squeeze(1)
+
+    def architecture(self) -> dict[str, int]:
+        return {**self.members[0].architecture(), "members": len(self.members)}
+
+    @classmethod
+    def from_architecture(cls, members: int = 1, **architecture: int) -> "ValuationEnsemble":
+        """Empty members of the given architecture, to load a state dict into."""
+        return cls([ValuationNet(**architecture) for _ in range(members)])

@@ -2,9 +2,11 @@
 
 One row per input row, in input order: the row index in the --data file, whether the
 row was valued ("train") or used to measure the utility ("valid"), the Monte Carlo
-estimate with its standard error and sample count, and the amortized value. Validation
-rows split off the input have no Monte Carlo estimate (they were never valued) but the
-network scores them like any unseen point.
+estimate with its standard error and sample count, the network's (amortized) value, and
+``value``: the reported value, the network and Monte Carlo combined by their variances
+(tasks/amortize.py). Validation rows split off the input have no Monte Carlo estimate
+(they were never valued): the network scores them like any unseen point, and that is
+their ``value``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from amortval.data.tabular import TabularData
 from amortval.tasks import plots
 from amortval.tasks.amortize import AmortizationResult
 from amortval.tasks.config import ValuationConfig
-from amortval.tasks.metrics import mislabeled_auroc, pearson
+from amortval.tasks.knn_shapley import knn_shapley
+from amortval.tasks.metrics import mislabeled_auprc, mislabeled_auroc, pearson, truth_metrics
+from amortval.tasks.removal import curation_gain, removal_curves
 from amortval.tasks.prepare import Inputs
 
 
 def values_table(
     data: TabularData,
     estimates: pl.DataFrame,
-    amortized_train: np.ndarray,
     amortized_valid: np.ndarray | None,
 ) -> pl.DataFrame:
     """One row per input row of --data, in input order (see the module docstring)."""
@@ -40,7 +43,8 @@ def values_table(
             "mc_value": est["mc_value"].to_numpy(),
             "mc_stderr": est["mc_stderr"].to_numpy(),
             "mc_count": est["mc_count"].cast(pl.Int64).to_numpy(),
-            "amortized_value": np.asarray(amortized_train, dtype=np.float64),
+            "amortized_value": est["amortized_value"].to_numpy(),
+            "value": est["combined_value"].to_numpy(),
         }
     )
     if data.mislabeled is not None:
@@ -57,6 +61,7 @@ def values_table(
             "mc_stderr": pl.Series([None] * n_valid, dtype=pl.Float64),
             "mc_count": pl.Series([0] * n_valid, dtype=pl.Int64),
             "amortized_value": np.asarray(amortized_valid, dtype=np.float64),
+            "value": np.asarray(amortized_valid, dtype=np.float64),
         }
     )
     return pl.concat([train, valid], how="diagonal").sort("row")
@@ -84,6 +89,9 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
         "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
         "gate_passed": float(result.gate_passed),
         "best_epoch": float(result.best_epoch),
+        "network_error_estimate": result.network_error,
+        "combine_weight_mean": float(np.mean(result.combine_weight)),
+        "amortization_folds": float(result.n_folds),
         "seconds_amortization": result.seconds,
     }
 
@@ -106,12 +114,51 @@ def summary_metrics(table: pl.DataFrame) -> dict[str, float]:
     """Agreement of network and Monte Carlo; label-error detection when flips are known."""
     train = table.filter(pl.col("split") == "train")
     mc, net = train["mc_value"].to_numpy(), train["amortized_value"].to_numpy()
+    combined = train["value"].to_numpy()
     out = {"pearson_network_vs_monte_carlo": pearson(mc, net)}
     if "mislabeled" in train.columns:
         flags = train["mislabeled"].to_numpy()
-        out["mislabeled_auroc_network"] = mislabeled_auroc(net, flags)
-        out["mislabeled_auroc_monte_carlo"] = mislabeled_auroc(mc, flags)
+        for name, values in (("network", net), ("monte_carlo", mc), ("combined", combined)):
+            out[f"mislabeled_auroc_{name}"] = mislabeled_auroc(values, flags)
+            out[f"mislabeled_auprc_{name}"] = mislabeled_auprc(values, flags)
     return out
+
+
+REMOVAL_FRACTIONS = np.round(np.arange(0.0, 0.51, 0.05), 2)
+
+
+def quality_report(inputs: Inputs, config: ValuationConfig, table: pl.DataFrame) -> tuple[dict[str, float], dict[str, Figure]]:
+    """Downstream quality, when something to measure it against exists.
+
+    - Known label errors (``--mislabeled-column``): point removal (retrain without the
+      lowest / highest valued fractions) and curation gain (retrain on the points valued
+      >= 0), scored on the validation set -- the utility's own set, so the curves show
+      what the values optimize, not an unbiased test accuracy (benchmarks/accuracy.py
+      uses a separate test set).
+    - An exact ground truth (the KNN utility with Data Shapley: Jia et al.'s closed
+      form): MSE, normalized MSE, Pearson, Spearman and sign agreement of the reported,
+      network and Monte Carlo values.
+    """
+    problem, metrics, figures = inputs.problem, {}, {}
+    points = pl.DataFrame({"row": np.asarray(inputs.data.train_rows, dtype=np.int64), "point": np.arange(problem.n)})
+    train = points.join(table.filter(pl.col("split") == "train"), on="row").sort("point")
+    estimators = {"reported": train["value"].to_numpy(), "network": train["amortized_value"].to_numpy(),
+                  "monte_carlo": train["mc_value"].to_numpy()}
+    if "mislabeled" in train.columns:
+        curves = {name: removal_curves(problem, config.learner, values, REMOVAL_FRACTIONS, seed=config.seed,
+                                       knn_k=config.knn_k)
+                  for name, values in estimators.items() if name != "network"}
+        figures["point_removal"] = plots.removal_curves_figure(curves)
+        for name, curve in curves.items():
+            metrics[f"removal_low10_accuracy_{name}"] = float(curve["low_removed"][2])  # 10% removed
+        gain = curation_gain(problem, config.learner, estimators["reported"] >= 0, seed=config.seed, knn_k=config.knn_k)
+        metrics.update({"curation_accuracy_all": gain["all"], "curation_accuracy_kept": gain["kept"],
+                        "curation_gain": gain["gain"], "curation_kept": float(gain["n_kept"])})
+    if config.learner == "knn" and config.method == "shapley":
+        truth = knn_shapley(problem, config.knn_k)
+        for name, values in estimators.items():
+            metrics.update({f"truth_{key}_{name}": v for key, v in truth_metrics(values, truth).items()})
+    return metrics, figures
 
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:

@@ -1,9 +1,9 @@
 """Stochastic amortization on a game with a known value function.
 
 The true value is a smooth function of (x, y), phi = 0.01 * x0 * (2y - 1); each point
-gets m = 5 samples phi + N(0, 0.05^2) (noise five times the spread of phi), of which
-draw 4 is held out. Plain Monte Carlo averages 4 noisy samples per point; the network
-pools across similar points, so its error against the *true* phi must be far lower.
+gets m = 5 samples phi + N(0, 0.05^2) (noise five times the spread of phi). Plain Monte
+Carlo averages them per point; the cross-fitted networks pool across similar points, so
+their error against the *true* phi must be far lower.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from amortval.errors import SchemaMismatchError
-from amortval.models.valuation_net import ValuationNet
+from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks.amortize import amortize
 from amortval.tasks.config import AmortizationConfig
 
-N, M, HELD_FROM, SIGMA = 400, 5, 4, 0.05
+N, M, SIGMA = 400, 5, 0.05
 
 
 def make_game(seed: int = 0, n: int = N, m: int = M):
@@ -36,17 +36,17 @@ def make_game(seed: int = 0, n: int = N, m: int = M):
     return x, y, phi, samples
 
 
-def monte_carlo_means(samples: pl.DataFrame, n: int) -> np.ndarray:
-    train = samples.filter(pl.col("draw") < HELD_FROM)
-    means = np.zeros(n)
-    for point, value in train.group_by("point").agg(pl.col("value").mean()).iter_rows():
-        means[point] = value
-    return means
+def means(samples: pl.DataFrame, n: int, keep=None) -> np.ndarray:
+    """Per-point mean of the samples (of the draws ``keep`` accepts); 0 without samples."""
+    frame = samples if keep is None else samples.filter(keep)
+    out = np.zeros(n)
+    for point, value in frame.group_by("point").agg(pl.col("value").mean()).iter_rows():
+        out[point] = value
+    return out
 
 
-def heldout_mse(estimate: np.ndarray, samples: pl.DataFrame) -> float:
-    held = samples.filter(pl.col("draw") >= HELD_FROM)
-    return float(np.mean((estimate[held["point"].to_numpy()] - held["value"].to_numpy()) ** 2))
+def mse_against(estimate: np.ndarray, frame: pl.DataFrame) -> float:
+    return float(np.mean((estimate[frame["point"].to_numpy()] - frame["value"].to_numpy()) ** 2))
 
 
 @pytest.fixture(scope="module")
@@ -58,57 +58,85 @@ def game():
 def result(game):
     x, y, _, samples = game
     seen: list[dict] = []
-    res = amortize(x, y, 2, samples, heldout_from_draw=HELD_FROM, config=AmortizationConfig(),
-                   seed=0, progress=seen.append)
+    res = amortize(x, y, 2, samples, config=AmortizationConfig(), seed=0, progress=seen.append)
     return res, seen
 
 
-def test_network_beats_monte_carlo_against_true_values(game, result):
+def test_network_and_combination_beat_monte_carlo_against_true_values(game, result):
     _, _, phi, samples = game
     res, _ = result
-    mc = monte_carlo_means(samples, N)
-    ratio = np.mean((res.values - phi) ** 2) / np.mean((mc - phi) ** 2)
-    assert ratio < 0.3, ratio  # measured 0.027-0.062 over game seeds 0-9
+    mc = means(samples, N)
+    np.testing.assert_allclose(res.monte_carlo, mc, rtol=1e-12)
+    mc_error = np.mean((mc - phi) ** 2)
+    assert np.mean((res.network_values - phi) ** 2) / mc_error < 0.3  # measured ~0.05
+    assert np.mean((res.values - phi) ** 2) / mc_error < 0.3
     assert res.gate_passed and res.gate_mse_network < res.gate_mse_monte_carlo
     assert res.values.dtype == np.float64 and res.values.shape == (N,)
+    assert res.n_folds == AmortizationConfig().folds and len(res.net.members) == res.n_folds
 
 
-def test_history_and_best_epoch(result):
+def test_combination_is_the_variance_weighted_mean(game, result):
+    _, _, _, samples = game
+    res, _ = result
+    assert np.all((res.combine_weight >= 0) & (res.combine_weight <= 1))
+    np.testing.assert_allclose(res.values, res.network_values + res.combine_weight * (res.monte_carlo - res.network_values))
+    # lambda = e / (e + s^2/m) with s^2 shrunk halfway to the pooled within-point variance.
+    var = samples.group_by("point").agg(pl.col("value").var()).sort("point")["value"].to_numpy()
+    shrunk = 0.5 * var + 0.5 * var.mean()
+    e = res.network_error
+    np.testing.assert_allclose(res.combine_weight, e / (e + shrunk / M), rtol=1e-9)
+
+
+def test_combination_follows_monte_carlo_when_samples_are_many():
+    x, y, phi, samples = make_game(2, n=200, m=400)
+    res = amortize(x, y, 2, samples, config=AmortizationConfig(pretrain_epochs=2, epochs=3), seed=0)
+    mc_error = np.mean((res.monte_carlo - phi) ** 2)
+    assert np.mean(res.combine_weight) > 0.5
+    assert np.mean((res.values - phi) ** 2) <= 1.05 * min(mc_error, np.mean((res.network_values - phi) ** 2))
+
+
+def test_history_folds_and_epochs(result):
     res, seen = result
     config = AmortizationConfig()
     assert [h["epoch"] for h in res.history] == list(range(config.epochs + 1))
-    assert seen == res.history
-    held = [h["heldout_mse"] for h in res.history]
-    assert res.best_epoch == int(np.argmin(held))
-    assert res.gate_mse_network == held[res.best_epoch]
-    assert all(np.isfinite(h["train_mse"]) for h in res.history)
+    assert len(seen) == res.n_folds * (config.epochs + 1)
+    for epoch, entry in enumerate(res.history):
+        fold_entries = [h for h in seen if h["epoch"] == epoch]
+        assert entry["heldout_mse"] == pytest.approx(np.mean([h["heldout_mse"] for h in fold_entries]), rel=1e-12)
+    for fold, epoch in enumerate(res.fold_epochs):
+        curve = [h["heldout_mse"] for h in seen if h["fold"] == fold]
+        assert epoch == int(np.argmin(curve))
+    assert res.best_epoch == int(np.argmin([h["heldout_mse"] for h in res.history]))
 
 
-def test_epoch_zero_is_the_zero_head(game, result):
-    _, _, _, samples = game
-    res, _ = result
-    zero = heldout_mse(np.zeros(N), samples)
-    assert res.history[0]["heldout_mse"] == pytest.approx(zero, rel=1e-12)
+def test_gate_compares_on_the_held_out_fold(game, result):
+    x, y, _, samples = game
+    res, seen = result
+    # Draw d belongs to fold d % folds; fold f's Monte Carlo uses the other draws only.
+    k = res.n_folds
+    mc = [mse_against(means(samples, N, pl.col("draw") % k != f), samples.filter(pl.col("draw") % k == f))
+          for f in range(k)]
+    assert res.gate_mse_monte_carlo == pytest.approx(np.mean(mc), rel=1e-12)
+    kept = [min(h["heldout_mse"] for h in seen if h["fold"] == f) for f in range(k)]
+    assert res.gate_mse_network == pytest.approx(np.mean(kept), rel=1e-12)
+    # Epoch 0 is the zero head: its held-out MSE is the mean square of the held-out samples.
+    zero = [h["heldout_mse"] for h in seen if h["fold"] == 0 and h["epoch"] == 0][0]
+    assert zero == pytest.approx(mse_against(np.zeros(N), samples.filter(pl.col("draw") % k == 0)), rel=1e-12)
 
 
-def test_gate_figures_match_direct_computation(game, result):
-    _, _, _, samples = game
-    res, _ = result
-    assert res.gate_mse_monte_carlo == pytest.approx(heldout_mse(monte_carlo_means(samples, N), samples), rel=1e-12)
-    assert res.gate_mse_network == pytest.approx(heldout_mse(res.values, samples), rel=1e-12)
-    assert res.n_train_samples == N * HELD_FROM
-    assert res.n_heldout_samples == N * (M - HELD_FROM)
+def test_one_sample_per_point_folds_the_points():
+    x, y, phi, samples = make_game(3, n=300, m=1)
+    res = amortize(x, y, 2, samples, config=AmortizationConfig(pretrain_epochs=2, epochs=4), seed=0)
+    assert res.n_folds == AmortizationConfig().folds
+    assert np.mean((res.values - phi) ** 2) < np.mean((res.monte_carlo - phi) ** 2)
 
 
-def test_point_without_training_samples_counts_as_zero_for_monte_carlo():
+def test_point_without_samples_gets_the_network_value():
     x, y, _, samples = make_game(1, n=60)
-    samples = samples.filter(~((pl.col("point") == 7) & (pl.col("draw") < HELD_FROM)))
-    config = AmortizationConfig(pretrain_epochs=1, epochs=2)
-    res = amortize(x, y, 2, samples, heldout_from_draw=HELD_FROM, config=config, seed=0)
-    means = monte_carlo_means(samples, 60)
-    assert means[7] == 0.0
-    assert res.gate_mse_monte_carlo == pytest.approx(heldout_mse(means, samples), rel=1e-12)
-    assert np.isfinite(res.values[7])
+    samples = samples.filter(pl.col("point") != 7)
+    res = amortize(x, y, 2, samples, config=AmortizationConfig(pretrain_epochs=1, epochs=2), seed=0)
+    assert res.monte_carlo[7] == 0.0 and res.combine_weight[7] == 0.0
+    assert res.values[7] == res.network_values[7] and np.isfinite(res.values[7])
 
 
 def test_same_seed_identical_other_seed_differs(game, result):
@@ -116,8 +144,8 @@ def test_same_seed_identical_other_seed_differs(game, result):
     res, _ = result
     config = AmortizationConfig()
     global_state = torch.get_rng_state()
-    again = amortize(x, y, 2, samples, heldout_from_draw=HELD_FROM, config=config, seed=0)
-    other = amortize(x, y, 2, samples, heldout_from_draw=HELD_FROM, config=config, seed=1)
+    again = amortize(x, y, 2, samples, config=config, seed=0)
+    other = amortize(x, y, 2, samples, config=config, seed=1)
     assert torch.equal(torch.get_rng_state(), global_state)  # global RNG never drawn from
     assert np.array_equal(again.values, res.values)
     assert again.history == res.history
@@ -135,7 +163,7 @@ def test_value_is_read_at_the_label(game, result):
     assert torch.equal(own, out[torch.arange(50), yt])
     assert torch.equal(swapped, out[torch.arange(50), 1 - yt])
     assert not torch.allclose(own, swapped)
-    assert np.allclose(own.double().numpy() * res.target_scale, res.values[:50])
+    assert np.allclose(own.double().numpy() * res.target_scale, res.network_values[:50])
 
 
 def test_net_init_is_seeded_and_zero_head_zeroes_output():
@@ -149,13 +177,27 @@ def test_net_init_is_seeded_and_zero_head_zeroes_output():
     assert torch.count_nonzero(a(torch.randn(5, 4, generator=torch.Generator().manual_seed(0)))) == 0
 
 
+def test_ensemble_is_the_mean_of_its_members():
+    members = [ValuationNet(4, 3, hidden=8, layers=2, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    ensemble = ValuationEnsemble(members)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    want = torch.stack([m.value(x, y) for m in members]).mean(dim=0)
+    assert torch.allclose(ensemble.value(x, y), want)
+    assert ensemble.architecture() == {**members[0].architecture(), "members": 3}
+    with pytest.raises(ValueError, match="architecture"):
+        ValuationEnsemble([members[0], ValuationNet(4, 3, hidden=16, layers=2)])
+
+
 def test_bad_samples_are_refused(game):
     x, y, _, samples = game
     config = AmortizationConfig(pretrain_epochs=0, epochs=1)
     with pytest.raises(ValueError, match="value"):
-        amortize(x, y, 2, samples.drop("value"), heldout_from_draw=HELD_FROM, config=config, seed=0)
-    with pytest.raises(ValueError, match="held-out"):
-        amortize(x, y, 2, samples, heldout_from_draw=M, config=config, seed=0)
+        amortize(x, y, 2, samples.drop("value"), config=config, seed=0)
+    with pytest.raises(ValueError, match="two samples"):
+        amortize(x, y, 2, samples.filter((pl.col("point") == 0) & (pl.col("draw") == 0)), config=config, seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        amortize(x, y, 2, samples.with_columns(pl.lit(float("nan")).alias("value")), config=config, seed=0)
 
 
 def test_valuation_model_round_trip(tmp_path):
@@ -178,12 +220,12 @@ def test_valuation_model_round_trip(tmp_path):
         "value": (phi[:, None] + rng.normal(scale=0.02, size=(n, 4))).ravel(),
     })
     config = AmortizationConfig(pretrain_epochs=2, epochs=3)
-    res = amortize(x, y, encoder.n_classes, samples, heldout_from_draw=3, config=config, seed=0)
+    res = amortize(x, y, encoder.n_classes, samples, config=config, seed=0)
 
     model = ValuationModel(encoder, res.net, res.target_scale)
     predicted = model.predict(frame)
     assert predicted.dtype == np.float64
-    np.testing.assert_allclose(predicted, res.values, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(predicted, res.network_values, rtol=1e-6, atol=1e-12)
 
     model.save(tmp_path / "model")
     loaded = ValuationModel.load(tmp_path / "model")

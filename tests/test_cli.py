@@ -50,7 +50,7 @@ def test_unknown_suffix_missing_file_and_missing_target_option(good, tmp_path, c
         (["--data", str(txt), "--target", "label"], ".txt"),
         (["--data", str(tmp_path / "nope.csv"), "--target", "label"], "nope.csv"),
         (["--data", str(_write(good, tmp_path / "ok.csv"))], "--target"),
-        (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--samples", "1"], "--samples"),
+        (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--samples", "0"], "--samples"),
         (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--out", str(tmp_path / "x.csv")], "--out"),
         (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--method", "shapley", "--sampler", "msr"], "msr"),
     ]:

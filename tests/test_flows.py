@@ -50,7 +50,7 @@ def test_store_holds_every_sample_and_estimate(valued):
         orphans = con.execute("SELECT count(*) FROM samples s ANTI JOIN batches b USING (run_id, batch) WHERE s.run_id = ?", [run]).fetchone()[0]
         assert orphans == 0
         per_source = dict(con.execute("SELECT source, count(*) FROM estimates WHERE run_id = ? GROUP BY source", [run]).fetchall())
-        assert per_source == {"monte_carlo": N_TRAIN, "amortized": N_TRAIN}
+        assert per_source == {"monte_carlo": N_TRAIN, "amortized": N_TRAIN, "combined": N_TRAIN}
         assert con.execute("SELECT status FROM runs WHERE run_id = ?", [run]).fetchone()[0] == "completed"
         # The stored estimate is exactly the mean of the stored samples.
         mc = con.execute("SELECT point, avg(weight * delta) FROM samples WHERE run_id = ? GROUP BY point ORDER BY point", [run]).fetchall()
@@ -60,7 +60,7 @@ def test_store_holds_every_sample_and_estimate(valued):
         con.close()
     values = pl.read_parquet(result["values_path"])
     assert values["row"].to_list() == list(range(N_TRAIN))
-    assert {"mc_value", "mc_stderr", "mc_count", "amortized_value"} <= set(values.columns)
+    assert {"mc_value", "mc_stderr", "mc_count", "amortized_value", "value"} <= set(values.columns)
     assert (values["mc_count"] == SAMPLES).all()
 
 
@@ -118,7 +118,7 @@ def test_resume_submits_only_missing_batches_and_matches_uninterrupted(valued, f
         full_samples = db.samples(full["run_id"])
     assert resumed_samples.equals(full_samples)
     a, b = pl.read_parquet(full["values_path"]), pl.read_parquet(resumed["values_path"])
-    assert a.select("mc_value", "amortized_value").equals(b.select("mc_value", "amortized_value"))
+    assert a.select("mc_value", "amortized_value", "value").equals(b.select("mc_value", "amortized_value", "value"))
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

@@ -151,7 +151,7 @@ def test_write_estimates_replaces_and_joins(store: ValuationStore) -> None:
     store.write_estimates("r1", "amortized", pl.DataFrame({"point": [0, 1, 2], "value": [1.0, 2.0, 3.0]}))
     store.write_estimates("r1", "amortized", pl.DataFrame({"point": [1, 11], "value": [5.0, 6.0]}))
     wide = store.estimates("r1")
-    assert wide.columns == ["point", "mc_value", "mc_stderr", "mc_count", "amortized_value"]
+    assert wide.columns == ["point", "mc_value", "mc_stderr", "mc_count", "amortized_value", "combined_value"]
     assert wide["point"].to_list() == list(range(10)) + [11]
     assert wide["amortized_value"].to_list() == [None, 5.0] + [None] * 8 + [6.0]
     assert wide["mc_count"].to_list()[:10] == [3] * 10 and wide["mc_value"][10] is None

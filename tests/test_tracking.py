@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from amortval.data.encoding import TabularEncoder
 from amortval.errors import ModelNotFoundError
 from amortval.models.valuation_model import ValuationModel
-from amortval.models.valuation_net import ValuationNet
+from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks import plots, tracking
 
 NAME = tracking.DEFAULT_MODEL_NAME
@@ -34,8 +34,8 @@ def _frame() -> pl.DataFrame:
 
 def _model(frame: pl.DataFrame) -> ValuationModel:
     encoder = TabularEncoder.fit(frame, "label")
-    net = ValuationNet(encoder.n_encoded, encoder.n_classes, hidden=8, layers=1,
-                       generator=torch.Generator().manual_seed(3))
+    net = ValuationEnsemble([ValuationNet(encoder.n_encoded, encoder.n_classes, hidden=8, layers=1,
+                                          generator=torch.Generator().manual_seed(s)) for s in (3, 4)])
     return ValuationModel(encoder, net, target_scale=0.05)
 
 
