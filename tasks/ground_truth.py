@@ -29,7 +29,6 @@ independent estimates whose disagreement measures the truth's own error
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -48,8 +47,9 @@ from amortval.data.problem import Problem, load_problem
 from amortval.data.store import ValuationStore
 from amortval.data.truth_store import read_truth, write_truth
 from amortval.errors import ConfigError
-from amortval.models.utility import Utility, make_utility
+from amortval.models.utility import Utility
 from amortval.tasks.config import DEFAULT_SAMPLER, ValuationConfig
+from amortval.tasks.marginals import cached_utility
 from amortval.tasks.metrics import nmse, pearson
 from amortval.tasks.progress import BatchProgress
 from amortval.tasks.runtime import pin_threads
@@ -158,12 +158,6 @@ def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
     return make_sampler(spec.valuation_config(), n)
 
 
-@functools.lru_cache(maxsize=4)
-def _utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
-    # Once per process: learners precompute their tensors / DMatrices.
-    return make_utility(learner, load_problem(problem_path), seed, knn_k=knn_k)
-
-
 class TruthRows(NamedTuple):
     """The probes' samples of one batch; ``value`` = weight * delta."""
 
@@ -183,7 +177,7 @@ def truth_batch(utility: Utility, spec: TruthSpec, batch: int) -> TruthRows:
 
 
 def _truth_batch_worker(problem_path: str, spec: TruthSpec, batch: int) -> TruthRows:
-    return truth_batch(_utility(problem_path, spec.learner, spec.utility_seed, spec.knn_k), spec, batch)
+    return truth_batch(cached_utility(problem_path, spec.learner, spec.utility_seed, spec.knn_k), spec, batch)
 
 
 def summarize_draws(point: np.ndarray, draw: np.ndarray, value: np.ndarray,
@@ -217,7 +211,7 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int,
     n_batches = truth_sampler(spec, problem.n).n_batches
     tracker = BatchProgress(total=n_batches, log=progress) if progress else None
     if workers == 1:
-        utility = _utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
+        utility = cached_utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
         results = (truth_batch(utility, spec, b) for b in range(n_batches))
         parts = _collect(results, tracker)
     else:

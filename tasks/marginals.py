@@ -38,7 +38,7 @@ class BatchResult:
 
 
 @functools.lru_cache(maxsize=8)
-def _utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
+def cached_utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
     # One utility per process and problem: learners precompute tensors/DMatrices once.
     return make_utility(learner, load_problem(problem_path), seed, knn_k=knn_k)
 
@@ -52,7 +52,7 @@ def evaluate_batch(spec: BatchSpec) -> BatchResult:
     """Draw the batch's coalitions from (seed, batch) and evaluate their marginals."""
     start = time.perf_counter()
     config = spec.config
-    utility = _utility(spec.problem_path, config.learner, config.seed, config.knn_k)
+    utility = cached_utility(spec.problem_path, config.learner, config.seed, config.knn_k)
     sampler = make_sampler(config, utility.n)
     out = sampler.run(utility, spec.batch, batch_rng(config.seed, spec.batch))
     return BatchResult(
