@@ -37,5 +37,13 @@ class StoreLockedError(AmortvalError, RuntimeError):
     """Another process holds the DuckDB store; names the store path and the holder."""
 
 
+class RunInProgressError(AmortvalError, RuntimeError):
+    """The same run is already being computed by this process (another thread or flow).
+
+    Across processes DuckDB's file lock already lets exactly one writer in; this covers
+    two runs of the same run id started inside one process, which DuckDB would allow.
+    """
+
+
 class ModelNotFoundError(AmortvalError, LookupError):
     """No registered valuation network under the requested name/alias."""

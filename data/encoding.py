@@ -12,6 +12,13 @@ Encoding, per raw feature column (input order):
   seen in training encodes to all zeros (the row is still scored, as "none of the
   known levels").
 
+Missing values (only when fitted with ``allow_missing``, the ``--allow-missing`` opt-in;
+otherwise a null/NaN is refused by validation): a numeric null/NaN is imputed with the
+training mean of the observed values, i.e. it encodes to exactly 0, "no information"
+on the standardized scale; a missing category encodes to all zeros, like an unseen
+one. The mean ignores missing values. Infinity is never imputed; the label never may
+be missing. The rule is saved with the encoder, so scoring imputes the same way.
+
 All methods take polars frames. A pandas frame is converted with ``pl.from_pandas``
 (which turns float NaN into null), so callers holding pandas may pass it directly or
 convert first; either way NaN is reported as a null value.
@@ -33,6 +40,7 @@ from amortval.data.tabular import (
     column_type,
     feature_columns,
     label_values,
+    missing_mask,
     type_family,
     validate_training_frame,
     value_problem,
@@ -82,22 +90,25 @@ class TabularEncoder:
     classes: tuple
     target_dtype: str
     target_type: str
+    allow_missing: bool = False  # impute null/NaN features (module docstring) instead of refusing
 
     @classmethod
-    def fit(cls, frame: pl.DataFrame, target: str, *, exclude: Sequence[str] = ()) -> TabularEncoder:
+    def fit(cls, frame: pl.DataFrame, target: str, *, exclude: Sequence[str] = (),
+            allow_missing: bool = False) -> TabularEncoder:
         """Fit on training rows (validated here: a bad frame raises DataValidationError)."""
         frame = as_polars(frame)
-        classes = validate_training_frame(frame, target, exclude=exclude, min_rows=2, name="training data")
+        classes = validate_training_frame(frame, target, exclude=exclude, min_rows=2, name="training data",
+                                          allow_missing=allow_missing)
         columns = []
         for name in feature_columns(frame, target, exclude):
             series = frame[name]
             kind = column_type(series.dtype)
             if kind == "string":
-                levels = series.cast(pl.String).unique().to_list()
+                levels = series.cast(pl.String).drop_nulls().unique().to_list()
                 columns.append(ColumnEncoding(name, "categorical", str(series.dtype), kind,
                                               categories=tuple(sorted(levels))))
             else:
-                values = series.cast(pl.Float64).to_numpy()
+                values = series.filter(~missing_mask(series)).cast(pl.Float64).to_numpy()
                 std = float(values.std())
                 columns.append(ColumnEncoding(name, "numeric", str(series.dtype), kind,
                                               mean=float(values.mean()),
@@ -109,6 +120,7 @@ class TabularEncoder:
             classes=tuple(classes),
             target_dtype=str(target_series.dtype),
             target_type=column_type(target_series.dtype) or "string",
+            allow_missing=allow_missing,
         )
 
     @property
@@ -140,7 +152,9 @@ class TabularEncoder:
         for c in self.columns:
             series = frame[c.name]
             if c.kind == "numeric":
-                out[:, j] = (series.cast(pl.Float64).to_numpy() - c.mean) / c.std
+                # Missing -> the training mean -> 0 (only reachable with allow_missing).
+                filled = series.cast(pl.Float64).fill_nan(None).fill_null(c.mean).to_numpy()
+                out[:, j] = (filled - c.mean) / c.std
             elif c.categories:
                 codes = series.cast(pl.String).replace_strict(
                     list(c.categories), list(range(len(c.categories))), default=-1,
@@ -191,7 +205,7 @@ class TabularEncoder:
             )
         for c in self.columns:
             self._check_dtype(frame[c.name], c.type, c.dtype)
-            problem = value_problem(frame[c.name])
+            problem = value_problem(frame[c.name], allow_missing=self.allow_missing)
             if problem:
                 raise SchemaMismatchError(f"scoring data: {problem}", c.name)
         if self.target in frame.columns:
@@ -244,6 +258,7 @@ class TabularEncoder:
             "target": self.target,
             "target_dtype": self.target_dtype,
             "target_type": self.target_type,
+            "allow_missing": self.allow_missing,
             "classes": list(self.classes),
             "columns": [
                 {**dataclasses.asdict(c), "categories": list(c.categories)} for c in self.columns
@@ -263,13 +278,14 @@ class TabularEncoder:
             classes=tuple(d["classes"]),
             target_dtype=d["target_dtype"],
             target_type=d["target_type"],
+            allow_missing=bool(d.get("allow_missing", False)),  # absent in models saved before the option
         )
 
 
 def build_problem(data: TabularData) -> tuple[Problem, TabularEncoder]:
     """Encode train and validation rows with an encoder fitted on the training rows only."""
     exclude = [data.mislabeled_column] if data.mislabeled_column else []
-    encoder = TabularEncoder.fit(data.train, data.target, exclude=exclude)
+    encoder = TabularEncoder.fit(data.train, data.target, exclude=exclude, allow_missing=data.allow_missing)
     problem = Problem(
         x_train=encoder.transform(data.train),
         y_train=encoder.labels(data.train),

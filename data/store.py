@@ -25,62 +25,41 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from amortval.errors import AmortvalError, StoreLockedError
+from amortval.data.store_schema import COMMENTS, SCHEMA_VERSION, TABLES
+from amortval.errors import AmortvalError, RunInProgressError, StoreLockedError
 
-SCHEMA_VERSION = 1
 ESTIMATE_SOURCES = ("monte_carlo", "amortized", "combined")
 SAMPLE_COLUMNS = ("point", "draw", "cardinality", "delta", "weight", "status")
 RUN_FIELDS = ("mlflow_run_id", "model_version")
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS datasets (
-    dataset_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, n_rows BIGINT NOT NULL,
-    n_features INTEGER NOT NULL, schema JSON, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR PRIMARY KEY, dataset_id VARCHAR NOT NULL, config JSON NOT NULL,
-    seed HUGEINT NOT NULL, n_points INTEGER NOT NULL, n_batches INTEGER NOT NULL,
-    status VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL,
-    mlflow_run_id VARCHAR, model_version VARCHAR);
-CREATE TABLE IF NOT EXISTS batches (
-    run_id VARCHAR NOT NULL, batch INTEGER NOT NULL, n_samples BIGINT NOT NULL,
-    n_fits BIGINT NOT NULL, n_fallbacks BIGINT NOT NULL, seconds DOUBLE NOT NULL,
-    finished_at TIMESTAMP NOT NULL, PRIMARY KEY (run_id, batch));
-CREATE TABLE IF NOT EXISTS samples (
-    run_id VARCHAR NOT NULL, batch INTEGER NOT NULL, point INTEGER NOT NULL,
-    draw INTEGER NOT NULL, cardinality INTEGER NOT NULL, delta DOUBLE NOT NULL,
-    weight DOUBLE NOT NULL, status VARCHAR NOT NULL, PRIMARY KEY (run_id, point, draw));
-CREATE TABLE IF NOT EXISTS estimates (
-    run_id VARCHAR NOT NULL, point INTEGER NOT NULL, source VARCHAR NOT NULL,
-    value DOUBLE, stderr DOUBLE, "count" BIGINT, PRIMARY KEY (run_id, point, source));
-CREATE TABLE IF NOT EXISTS run_metrics (
-    run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE,
-    PRIMARY KEY (run_id, name));
-CREATE TABLE IF NOT EXISTS scores (
-    curation_id VARCHAR NOT NULL, "row" BIGINT NOT NULL, value DOUBLE, kept BOOLEAN NOT NULL,
-    reason VARCHAR, model_uri VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (curation_id, "row"));
-"""
-
-_COMMENTS = {
-    "meta.key": "schema_version: layout of this file, for later migrations",
-    "datasets.dataset_id": "content fingerprint of the encoded problem",
-    "runs.status": "running | valued | completed | failed ...; set by the flow",
-    "batches.batch": "batch index; a row here marks the batch's samples as committed",
-    "batches.n_fallbacks": "utility evaluations that hit a degenerate subset policy",
-    "samples.draw": "draw index of this point within the run (unique per point)",
-    "samples.cardinality": "size of the subset the marginal was taken against",
-    "samples.delta": "marginal contribution v(S+i) - v(S)",
-    "samples.weight": "semivalue weight; weight*delta is an unbiased estimate of the value",
-    "samples.status": "utility status of the evaluation: ok|empty|one_class|missing_classes",
-    "estimates.source": "monte_carlo | amortized",
-    "scores.row": "row index in the scored file",
-    "scores.created_at": "UTC",
-}
+# Runs being computed in this process, as (store path, run id). DuckDB's file lock keeps
+# other processes out of a store, but it lets any number of connections of one process
+# in, so two flows of the same run id in one process would both do the work.
+_ACTIVE_RUNS: set[tuple[Path, str]] = set()
+_ACTIVE_LOCK = threading.Lock()
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def ensure_store_free(path: str | Path) -> None:
+    """Raise StoreLockedError now if another process holds the store (no-op if none exists).
+
+    Opens the file read-only, so nothing is written; lets the CLI refuse a second run
+    before it starts a workflow, instead of failing inside it.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise _locked_error(path, exc) from None
+        raise AmortvalError(f"cannot open store {path}: {exc}") from exc
+    except duckdb.Error as exc:
+        raise AmortvalError(f"cannot open store {path}: {exc}") from exc
 
 
 def _locked_error(path: Path, exc: Exception) -> StoreLockedError:
@@ -107,6 +86,7 @@ class ValuationStore:
         self.path = Path(path).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._claimed: set[str] = set()
         try:
             self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
@@ -123,10 +103,10 @@ class ValuationStore:
 
     def _init_schema(self) -> None:
         with self._transaction() as con:
-            con.execute(_TABLES)
+            con.execute(TABLES)
             row = self._first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
             if row is None:
-                for column, text in _COMMENTS.items():
+                for column, text in COMMENTS.items():
                     quoted = text.replace("'", "''")
                     con.execute(f"COMMENT ON COLUMN {column} IS '{quoted}'")
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
@@ -195,6 +175,9 @@ class ValuationStore:
 
     def close(self) -> None:
         with self._lock:
+            with _ACTIVE_LOCK:
+                _ACTIVE_RUNS.difference_update((self.path, run_id) for run_id in self._claimed)
+            self._claimed.clear()
             if self._con is not None:
                 self._con.close()
                 self._con = None
@@ -240,7 +223,13 @@ class ValuationStore:
     def begin_run(self, run_id: str, dataset_id: str, config: dict, seed: int, n_points: int,
                   n_batches: int) -> str:
         """Create the run as 'running' and return 'new'; an existing run is left untouched
-        and its current status returned, so the caller decides whether to resume."""
+        and its current status returned, so the caller decides whether to resume.
+
+        The run is claimed for this store object until ``close``: a second ``begin_run``
+        of the same run in this process raises RunInProgressError. (A status 'running'
+        left by a killed process claims nothing, so a re-run resumes.)
+        """
+        self._claim(run_id)
         with self._transaction() as con:
             row = self._first(con, "SELECT status FROM runs WHERE run_id = ?", [run_id])
             if row is not None:
@@ -252,6 +241,19 @@ class ValuationStore:
                  n_points, n_batches, now, now],
             )
             return "new"
+
+    def _claim(self, run_id: str) -> None:
+        key = (self.path, run_id)
+        with _ACTIVE_LOCK:
+            if run_id in self._claimed:
+                return
+            if key in _ACTIVE_RUNS:
+                raise RunInProgressError(
+                    f"run {run_id} is already in progress in this process (store {self.path}); "
+                    "wait for it to finish: a second copy would only repeat its work"
+                )
+            _ACTIVE_RUNS.add(key)
+            self._claimed.add(run_id)
 
     def run(self, run_id: str) -> dict | None:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
@@ -321,6 +323,11 @@ class ValuationStore:
 
     def fit_count(self, run_id: str) -> int:
         row = self._fetchone("SELECT coalesce(sum(n_fits), 0) FROM batches WHERE run_id = ?", [run_id])
+        return int(row[0])
+
+    def fallback_count(self, run_id: str) -> int:
+        """Utility evaluations answered by the degenerate-subset policy, over the run."""
+        row = self._fetchone("SELECT coalesce(sum(n_fallbacks), 0) FROM batches WHERE run_id = ?", [run_id])
         return int(row[0])
 
     # -- estimates ---------------------------------------------------------------------

@@ -45,17 +45,29 @@ def type_family(column_type_name: str) -> str:
     return "numeric" if column_type_name in ("long", "double") else column_type_name
 
 
-def value_problem(series: pl.Series) -> str | None:
-    """First null / NaN / inf problem of a column as a message, or None when all values are usable."""
-    checks = [("null", series.is_null())]
+def value_problem(series: pl.Series, *, allow_missing: bool = False) -> str | None:
+    """First null / NaN / inf problem of a column as a message, or None when all values are usable.
+
+    ``allow_missing`` accepts null and NaN (they are imputed, see ``encoding.py``) but
+    never infinity: an infinite value is a broken measurement, not a missing one.
+    """
+    checks = [] if allow_missing else [("null", series.is_null())]
     if series.dtype.is_float():
-        checks += [("NaN", series.is_nan()), ("infinite", series.is_infinite())]
+        checks += [] if allow_missing else [("NaN", series.is_nan())]
+        checks += [("infinite", series.is_infinite())]
     for what, mask in checks:
         count = int(mask.sum() or 0)
         if count:
             first = int(mask.arg_true()[0])
             return f"column '{series.name}' has {count} {what} values (first at row {first})"
+    if allow_missing and missing_mask(series).all():
+        return f"column '{series.name}' has no values at all (every row is null or NaN)"
     return None
+
+
+def missing_mask(series: pl.Series) -> pl.Series:
+    """True where a value is missing: null, or NaN in a float column."""
+    return series.is_nan().fill_null(True) if series.dtype.is_float() else series.is_null()
 
 
 def label_values(series: pl.Series) -> list:
@@ -169,16 +181,26 @@ def feature_columns(frame: pl.DataFrame, target: str, exclude: Sequence[str] = (
     return [c for c in frame.columns if c not in skip]
 
 
-def check_feature(series: pl.Series, *, name: str = "data") -> None:
-    """One feature column: supported dtype, no null/NaN/inf, bounded number of categories."""
+def check_feature(series: pl.Series, *, name: str = "data", allow_missing: bool = False,
+                  encode: bool = True) -> None:
+    """One feature column: supported dtype, no null/NaN/inf (null/NaN allowed with
+    ``allow_missing``), bounded number of categories; numeric only unless ``encode``."""
     if series.dtype != pl.Null and column_type(series.dtype) is None:
         raise DataValidationError(
             f"{name}: column '{series.name}' has unsupported dtype {series.dtype}; "
             "supported: integers, floats, booleans, strings/categoricals",
             series.name,
         )
-    problem = value_problem(series)
+    if not encode and column_type(series.dtype) == "string":
+        raise DataValidationError(
+            f"{name}: column '{series.name}' is non-numeric (dtype {series.dtype}) and encoding "
+            "is disabled (--no-encode); convert it to numbers, drop it, or allow one-hot encoding",
+            series.name,
+        )
+    problem = value_problem(series, allow_missing=allow_missing)
     if problem:
+        if not allow_missing and missing_mask(series).any():
+            problem += "; pass --allow-missing to impute missing feature values"
         raise DataValidationError(f"{name}: {problem}", series.name)
     if column_type(series.dtype) == "string":
         levels = series.cast(pl.String).n_unique()
@@ -197,15 +219,21 @@ def validate_training_frame(
     exclude: Sequence[str] = (),
     min_rows: int = 4,
     name: str = "data",
+    allow_missing: bool = False,
+    encode: bool = True,
 ) -> list:
     """Raise DataValidationError unless ``frame`` can be encoded and valued; return the
-    sorted classes (so callers need not validate the target a second time)."""
+    sorted classes (so callers need not validate the target a second time).
+
+    The target never may be missing, whatever ``allow_missing`` says: a row without a
+    label has no marginal contribution to measure.
+    """
     classes = validate_target(frame, target, name=name)
     features = feature_columns(frame, target, exclude)
     if not features:
         raise DataValidationError(f"{name}: no feature columns besides target '{target}'")
     for column in features:
-        check_feature(frame[column], name=name)
+        check_feature(frame[column], name=name, allow_missing=allow_missing, encode=encode)
     if frame.height < min_rows:
         raise DataValidationError(f"{name}: only {frame.height} rows; at least {min_rows} are needed")
     return classes
@@ -224,6 +252,8 @@ class TabularData:
     mislabeled: np.ndarray | None
     mislabeled_column: str | None
     name: str
+    allow_missing: bool = False  # null/NaN features imputed (encoding.py), else an error
+    encode: bool = True  # one-hot string columns; without it they are an error
 
     @property
     def features(self) -> list[str]:
@@ -280,7 +310,8 @@ def _mislabeled_flags(frame: pl.DataFrame, column: str, *, name: str) -> np.ndar
 
 
 def _check_valid_frame(valid: pl.DataFrame, train: pl.DataFrame, target: str,
-                       features: list[str], classes: list, extra_ok: Sequence[str], name: str) -> None:
+                       features: list[str], classes: list, extra_ok: Sequence[str], name: str,
+                       allow_missing: bool, encode: bool) -> None:
     missing = [c for c in [*features, target] if c not in valid.columns]
     if missing:
         raise DataValidationError(
@@ -294,7 +325,7 @@ def _check_valid_frame(valid: pl.DataFrame, train: pl.DataFrame, target: str,
         )
     for column in [*features, target]:
         if column != target:
-            check_feature(valid[column], name=name)
+            check_feature(valid[column], name=name, allow_missing=allow_missing, encode=encode)
         want, got = column_type(train[column].dtype), column_type(valid[column].dtype)
         if got is None or type_family(want) != type_family(got):
             raise DataValidationError(
@@ -323,10 +354,14 @@ def load_training_data(
     valid_fraction: float = 0.2,
     seed: int = 0,
     mislabeled_column: str | None = None,
+    allow_missing: bool = False,
+    encode: bool = True,
 ) -> TabularData:
     """Read and validate everything, then split; raises before any work and writes nothing.
 
     Without ``valid`` a seeded stratified split of ``data`` gives the validation rows.
+    ``allow_missing`` accepts null/NaN features (imputed by the encoder); ``encode=False``
+    refuses string columns instead of one-hot encoding them.
     The mislabeled column (known label errors, for evaluation only) is never a feature;
     it stays in ``train`` and is dropped from ``valid``.
     """
@@ -337,14 +372,16 @@ def load_training_data(
     if mislabeled_column is not None and mislabeled_column == target:
         raise ConfigError(f"mislabeled column '{mislabeled_column}' cannot be the target")
     exclude = [mislabeled_column] if mislabeled_column else []
-    classes = validate_training_frame(frame, target, exclude=exclude, name=name)
+    classes = validate_training_frame(frame, target, exclude=exclude, name=name,
+                                      allow_missing=allow_missing, encode=encode)
     features = feature_columns(frame, target, exclude)
     flags = _mislabeled_flags(frame, mislabeled_column, name=name) if mislabeled_column else None
     keep = [*features, target]
 
     if valid is not None:
         valid_frame = read_table(valid)
-        _check_valid_frame(valid_frame, frame, target, features, classes, exclude, Path(valid).name)
+        _check_valid_frame(valid_frame, frame, target, features, classes, exclude, Path(valid).name,
+                           allow_missing, encode)
         train_idx, valid_idx = np.arange(frame.height, dtype=np.int64), None
         train, valid_part = frame, valid_frame.select(keep)
     else:
@@ -366,4 +403,6 @@ def load_training_data(
         mislabeled=None if flags is None else flags[train_idx].astype(bool),
         mislabeled_column=mislabeled_column,
         name=Path(data).stem,
+        allow_missing=allow_missing,
+        encode=encode,
     )

@@ -25,7 +25,7 @@ _ENVIRONMENT = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from amortval.tasks.config import LEARNERS, METHODS, SAMPLERS, ValuationConfig
+    from amortval.tasks.config import LEARNERS, METHODS, RUNNERS, SAMPLERS, ValuationConfig
     from amortval.tasks.prepare import DEFAULT_STORE
 
     parser = argparse.ArgumentParser(prog="amortval", description=__doc__.splitlines()[0])
@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--seed", type=int, default=0, help="run seed: same data, options and seed give identical results")
     value.add_argument("--epochs", type=int, default=30, help="valuation-network regression epochs (best kept by held-out MSE)")
     value.add_argument("--batch-fits", type=int, default=ValuationConfig.batch_fits, help="model fits per Prefect task")
-    value.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel workers (threads)")
+    value.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="batches evaluated at once (one thread per fit)")
+    value.add_argument("--runner", choices=RUNNERS, default="threads", help="where batches run: threads in this process, or a local Dask cluster of worker processes; same results either way")
+    value.add_argument("--allow-missing", action="store_true", help="impute null/NaN features (numeric: training mean; categorical: no level) instead of refusing them; infinity and missing labels stay errors")
+    value.add_argument("--no-encode", dest="encode", action="store_false", help="do not one-hot encode string columns: a non-numeric feature column is an error")
     value.add_argument("--mislabeled-column", help="boolean column of known label errors: excluded from features, used to report detection AUROC")
     value.add_argument("--model-name", default="amortval-valuation-net", help="MLflow registered model name")
     value.add_argument("--store", default=DEFAULT_STORE, help="folder for the DuckDB store, MLflow database and outputs")
@@ -80,17 +83,21 @@ def _value(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     _check_out(args.out)
     load_inputs(args.data, args.target, valid=args.valid, valid_fraction=args.valid_fraction, seed=args.seed,
-                mislabeled_column=args.mislabeled_column, store=args.store)
-    from prefect.task_runners import ThreadPoolTaskRunner
+                mislabeled_column=args.mislabeled_column, store=args.store, allow_missing=args.allow_missing,
+                encode=args.encode)
+    from amortval.data.store import ensure_store_free
+    from amortval.tasks.prepare import store_paths
 
+    ensure_store_free(store_paths(args.store)["duckdb"])  # a held store fails here, before Prefect starts
     from amortval.flows.valuation import value_dataset
 
-    flow = value_dataset.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.workers))
-    return flow(data=args.data, target=args.target, valid=args.valid, learner=args.learner, method=args.method,
-                sampler=args.sampler, samples=args.samples, seed=args.seed, alpha=args.alpha, beta=args.beta,
-                store=args.store, out=args.out, mislabeled_column=args.mislabeled_column,
-                valid_fraction=args.valid_fraction, model_name=args.model_name, batch_fits=args.batch_fits,
-                epochs=args.epochs, knn_k=args.knn_k)
+    return value_dataset(
+        data=args.data, target=args.target, valid=args.valid, learner=args.learner, method=args.method,
+        sampler=args.sampler, samples=args.samples, seed=args.seed, alpha=args.alpha, beta=args.beta,
+        store=args.store, out=args.out, mislabeled_column=args.mislabeled_column,
+        valid_fraction=args.valid_fraction, model_name=args.model_name, batch_fits=args.batch_fits,
+        epochs=args.epochs, workers=args.workers, runner=args.runner, allow_missing=args.allow_missing,
+        encode=args.encode, knn_k=args.knn_k)
 
 
 def _curate(args: argparse.Namespace) -> dict:

@@ -16,10 +16,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
+from amortval.flows.runners import batch_runner, check_runner
 from amortval.models.valuation_model import ValuationModel
 from amortval.tasks import report, tracking
 from amortval.tasks.amortize import amortize
@@ -49,20 +49,25 @@ amortize_task = task(amortize, name="amortize", cache_policy=NO_CACHE)
 log_run_task = task(tracking.log_valuation_run, name="log-to-mlflow", cache_policy=NO_CACHE)
 
 
-def run_batches(db: ValuationStore, run_id: str, config: ValuationConfig, problem_path: Path, n_batches: int) -> None:
+def run_batches(db: ValuationStore, run_id: str, config: ValuationConfig, problem_path: Path, n_batches: int,
+                runner: str, workers: int) -> None:
     """Submit the batches without a done-marker; commit each as soon as it finishes."""
     logger = get_run_logger()
     done = db.done_batches(run_id)
     todo = [b for b in range(n_batches) if b not in done]
     if done:
         logger.info("Resuming %s: %d of %d batches already stored", run_id, len(done), n_batches)
+    if not todo:
+        return
     progress = BatchProgress(total=n_batches, already_done=len(done), log=logger.info)
-    futures = [evaluate_batch_task.submit(BatchSpec(run_id, b, str(problem_path), config)) for b in todo]
-    for future in as_completed(futures):
-        result = future.result()
-        db.commit_batch(run_id, result.batch, result.samples, n_fits=result.n_fits,
-                        n_fallbacks=result.n_fallbacks, seconds=result.seconds)
-        progress.update(len(result.samples), result.n_fits, result.n_fallbacks)
+    with batch_runner(runner, workers) as pool:
+        futures = [pool.submit(evaluate_batch_task, {"spec": BatchSpec(run_id, b, str(problem_path), config)})
+                   for b in todo]
+        for future in as_completed(futures):
+            result = future.result()
+            db.commit_batch(run_id, result.batch, result.samples, n_fits=result.n_fits,
+                            n_fallbacks=result.n_fallbacks, seconds=result.seconds)
+            progress.update(len(result.samples), result.n_fits, result.n_fallbacks)
 
 
 def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: ValuationConfig,
@@ -88,7 +93,8 @@ def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: 
     metrics = {
         **report.gate_metrics(result), **report.summary_metrics(table), **quality,
         "samples_stored": float(db.sample_count(run_id)), "model_fits": float(db.fit_count(run_id)),
-        **{f"samples_{k}": float(v) for k, v in db.status_counts(run_id).items()},
+        "fallback_fits": float(db.fallback_count(run_id)),
+        **report.status_metrics(db.status_counts(run_id)),
         "seconds_valuation": seconds_valuation,
     }
     db.log_metrics(run_id, metrics)
@@ -106,9 +112,7 @@ def amortize_and_track(db: ValuationStore, run_id: str, inputs: Inputs, config: 
             "model_name": model_name, "model_version": logged.model_version, "alias_set": logged.alias_set, **metrics}
 
 
-# Deployments run without the CLI: size the pool to the cores (each fit uses one thread).
-@flow(name="value-dataset", flow_run_name="value-{method}-{learner}-seed{seed}",
-      task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))
+@flow(name="value-dataset", flow_run_name="value-{method}-{learner}-seed{seed}")
 def value_dataset(
     data: str | None = None, target: str | None = None, valid: str | None = None,
     learner: str = "logreg", method: str = "shapley", sampler: str | None = None,
@@ -117,14 +121,22 @@ def value_dataset(
     valid_fraction: float = 0.2, model_name: str = tracking.DEFAULT_MODEL_NAME,
     batch_fits: int = ValuationConfig.batch_fits, epochs: int = AmortizationConfig.epochs,
     knn_k: int = ValuationConfig.knn_k,
+    workers: int | None = None, runner: str = "threads", allow_missing: bool = False, encode: bool = True,
 ) -> dict:
-    """Estimate every training point's value, amortize, register the valuation network."""
+    """Estimate every training point's value, amortize, register the valuation network.
+
+    ``workers`` (default: the CPU count) batches run at once on ``runner`` (``threads``
+    or ``dask``, see ``flows/runners.py``); neither changes the results or the run id.
+    """
     pin_threads()
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    check_runner(runner, workers)
     config = ValuationConfig(learner=learner, method=method, sampler=sampler, samples=samples, seed=seed,
                              alpha=alpha, beta=beta, batch_fits=batch_fits, knn_k=knn_k,
                              amortization=AmortizationConfig(epochs=epochs))
     inputs = load_inputs(data, target, valid=valid, valid_fraction=valid_fraction, seed=seed,
-                         mislabeled_column=mislabeled_column, store=store)
+                         mislabeled_column=mislabeled_column, store=store, allow_missing=allow_missing,
+                         encode=encode)
     paths = store_paths(store)
     run_id = config.run_id(inputs.problem.fingerprint)
     problem_path = inputs.problem.save(paths["problems"] / f"{inputs.problem.fingerprint}.npz")
@@ -139,7 +151,7 @@ def value_dataset(
             summary = {"values_path": str(paths["values"] / f"{run_id}.parquet"), **db.metrics(run_id),
                        **{k: v for k, v in (db.run(run_id) or {}).items() if k in ("mlflow_run_id", "model_version")}}
         else:
-            run_batches(db, run_id, config, problem_path, n_batches)
+            run_batches(db, run_id, config, problem_path, n_batches, runner, workers)
             db.set_run_status(run_id, "valued")
             summary = amortize_and_track(db, run_id, inputs, config, paths["root"], model_name,
                                          time.perf_counter() - started)

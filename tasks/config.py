@@ -19,6 +19,8 @@ from amortval.models.utility import LEARNER_NAMES
 LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf")
 SAMPLERS = ("permutation", "independent", "msr")
+# Where batches run (flows/runners.py); not part of the config: results do not depend on it.
+RUNNERS = ("threads", "dask")
 
 # Shapley: one permutation chain gives every point a sample for one fit each.
 # Beta: permutation samples would need importance weights up to ~n*p(0) (variance ~8x

@@ -16,6 +16,7 @@ import polars as pl
 from amortval.data.problem import load_problem
 from amortval.models.utility import Utility, make_utility
 from amortval.tasks.config import ValuationConfig
+from amortval.tasks.runtime import pin_threads
 from amortval.tasks.samplers import batch_rng, make_sampler
 
 
@@ -50,6 +51,7 @@ def plan_batches(config: ValuationConfig, n_points: int) -> int:
 
 def evaluate_batch(spec: BatchSpec) -> BatchResult:
     """Draw the batch's coalitions from (seed, batch) and evaluate their marginals."""
+    pin_threads()  # a no-op after the first call; worker processes (Dask) start unpinned
     start = time.perf_counter()
     config = spec.config
     utility = cached_utility(spec.problem_path, config.learner, config.seed, config.knn_k)

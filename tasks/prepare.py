@@ -45,8 +45,14 @@ def load_inputs(
     seed: int,
     mislabeled_column: str | None,
     store: str | Path,
+    allow_missing: bool = False,
+    encode: bool = True,
 ) -> Inputs:
-    """Read, validate and encode; with ``data=None`` use the demo (known flipped labels)."""
+    """Read, validate and encode; with ``data=None`` use the demo (known flipped labels).
+
+    ``allow_missing`` imputes null/NaN features (see ``data/encoding.py``) instead of
+    refusing them; ``encode=False`` refuses string columns instead of one-hot encoding.
+    """
     if data is None:
         if valid is not None or target not in (None, DEMO_TARGET):
             raise ConfigError("--target and --valid need --data (without --data the built-in demo is used)")
@@ -67,6 +73,8 @@ def load_inputs(
         valid_fraction=valid_fraction,
         seed=seed,
         mislabeled_column=mislabeled_column,
+        allow_missing=allow_missing,
+        encode=encode,
     )
     problem, encoder = build_problem(table)
     return Inputs(table, problem, encoder, source, None if valid is None else str(valid))

@@ -19,6 +19,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from amortval.data.tabular import TabularData
+from amortval.models.utility import STATUS_NAMES
 from amortval.tasks import plots
 from amortval.tasks.amortize import AmortizationResult
 from amortval.tasks.config import ValuationConfig
@@ -79,6 +80,8 @@ def run_params(run_id: str, inputs: Inputs, config: ValuationConfig) -> dict:
         "n_valid": len(problem.y_valid),
         "n_features": problem.n_features,
         "n_classes": problem.n_classes,
+        "allow_missing": inputs.data.allow_missing,
+        "encode": inputs.data.encode,
         **config.to_dict(),
     }
 
@@ -94,6 +97,11 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
         "amortization_folds": float(result.n_folds),
         "seconds_amortization": result.seconds,
     }
+
+
+def status_metrics(counts: dict[str, int]) -> dict[str, float]:
+    """``samples_<status>`` for every status, zeros included, so runs compare column by column."""
+    return {f"samples_{status}": float(counts.get(status, 0)) for status in STATUS_NAMES}
 
 
 def run_figures(table: pl.DataFrame, result: AmortizationResult) -> dict[str, Figure]:
