@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -99,8 +100,9 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str = DEFA
     server keeps its own artifact policy.
     """
     sqlite_path = _sqlite_path(uri)
-    if sqlite_path is not None:
+    if sqlite_path is not None and not sqlite_path.exists():
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        _create_sqlite_atomically(sqlite_path)
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -116,6 +118,45 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str = DEFA
     if found.lifecycle_stage == "deleted":
         client.restore_experiment(found.experiment_id)
     return found.experiment_id
+
+
+def _create_sqlite_atomically(path: Path) -> None:
+    """Create a fully migrated SQLite tracking database at ``path``, or leave what is there.
+
+    MLflow migrates a new SQLite file in place, dozens of DDL steps SQLite cannot roll
+    back; a run killed in the middle leaves a file every later run fails to open
+    ("table ... already exists"). So migrate a private file and hard-link it into place:
+    the link is atomic and fails if another process got there first, so ``path`` only
+    ever names a complete database. A killed attempt leaves only its private file,
+    removed by the next attempt once its process is gone.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in path.parent.glob(f".{path.name}.*.init"):
+        pid = stale.name.split(".")[-3]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    # A fresh name per attempt: MLflow caches an engine per URI for the process's life.
+    private = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.init")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{private.as_posix()}", (path.parent / "mlartifacts").as_uri())
+        store.engine.dispose()
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            pass
+    finally:
+        private.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ValuationPyfunc(mlflow.pyfunc.PythonModel):

@@ -1,4 +1,9 @@
-"""Shared fixtures: quiet, offline, single-threaded, and Prefect's test harness."""
+"""Shared fixtures: quiet, offline, single-threaded, Prefect's test harness, and figures.
+
+Reliability tests report what they measured (kills, lost samples, time to error...)
+through the ``figures`` fixture; the lines are printed in pytest's terminal summary, so
+they show in CI logs without ``-s``.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,42 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """``figures(name, value)``: record a measured figure for the terminal summary."""
+    def record(name: str, value: object) -> None:
+        FIGURES.append(f"{name}: {value}")
+        print(f"\n[figure] {name}: {value}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("amortval reliability figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def cli_environment(prefect_harness, tmp_path_factory):
+    """Environment for ``amortval`` subprocesses: the harness's Prefect API (so tests can
+    read the state of their flow runs), a private PREFECT_HOME, one thread per fit."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update({
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env

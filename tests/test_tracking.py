@@ -203,3 +203,28 @@ def test_figures_have_expected_structure():
     assert ax.get_xlabel() == "epoch"
     plots.close_figures([distribution, scatter, curve])
     assert not distribution.axes
+
+
+def test_a_migration_killed_midway_leaves_no_database_behind(tmp_path, monkeypatch):
+    """MLflow migrates a fresh SQLite file with DDL SQLite cannot roll back; a run killed
+    in the middle used to leave a file every later run failed on ('table ... already
+    exists'). The database is now built aside and linked in only when complete."""
+    import mlflow.store.db.utils as db_utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = tracking.tracking_uri(tmp_path)
+    real = db_utils._initialize_tables
+
+    def killed_midway(engine):
+        with engine.begin() as con:  # the first of many migration steps lands...
+            con.exec_driver_sql("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY)")
+        raise KeyboardInterrupt  # ...then the process dies (SIGKILL, minus the process)
+
+    monkeypatch.setattr(db_utils, "_initialize_tables", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.init_tracking(uri, tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
+    monkeypatch.setattr(db_utils, "_initialize_tables", real)
+    experiment_id = tracking.init_tracking(uri, tmp_path)
+    assert MlflowClient(uri, uri).get_experiment(experiment_id).name == tracking.DEFAULT_EXPERIMENT
+    assert not list(tmp_path.glob(".mlflow.db.*")), "no private migration file left behind"
