@@ -207,12 +207,7 @@ def register_in_parallel(n: int, tmp_path: Path, figures) -> None:
             f"0 errors, versions {versions[0]}..{versions[-1]} unique, {seconds:.1f} s")
 
 
-def test_parallel_mlflow_registrations_get_unique_versions(tmp_path, figures, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    register_in_parallel(3, tmp_path, figures)
-
-
 @pytest.mark.slow
-def test_eight_parallel_mlflow_registrations(tmp_path, figures, monkeypatch):
+def test_eight_parallel_mlflow_registrations_get_unique_versions(tmp_path, figures, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     register_in_parallel(8, tmp_path, figures)
