@@ -4,6 +4,9 @@ points identically run after run (CPU)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mlflow
 import numpy as np
 import polars as pl
@@ -68,6 +71,25 @@ def test_dask_cluster_gives_bit_identical_samples_values_and_scores(files, one_t
     assert_identical(one_thread, dask)
     figures("determinism, Dask (2 worker processes) vs 1 thread", f"identical: {dask['stored_samples'].height} "
             f"samples, {dask['values'].height} values, {len(dask['new_scores'])} new-point scores")
+
+
+@pytest.mark.slow
+def test_dask_from_the_command_line_without_a_prefect_server(files, one_thread, cli_environment, tmp_path, figures):
+    """The user's path: `amortval value --runner dask` on Prefect's temporary server. Dask
+    workers must report to that one server, not each start their own."""
+    env = {k: v for k, v in cli_environment.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "ph")}
+    argv = [sys.executable, "-m", "amortval.flows.cli", "value", "--data", str(files / "train.parquet"),
+            "--valid", str(files / "valid.parquet"), "--store", str(tmp_path / "store"), "--runner", "dask",
+            "--workers", "2", "--target", OPTIONS["target"], "--samples", str(OPTIONS["samples"]),
+            "--seed", str(OPTIONS["seed"]), "--epochs", str(OPTIONS["epochs"]),
+            "--batch-fits", str(OPTIONS["batch_fits"]), "--mislabeled-column", OPTIONS["mislabeled_column"]]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert output.count("Starting temporary server") == 1, output[-3000:]
+    values = pl.read_parquet(next((tmp_path / "store" / "values").glob("*.parquet")))
+    assert values.equals(one_thread["values"])
+    figures("determinism, CLI --runner dask on the temporary server", "identical values, 1 temporary server")
 
 
 def test_another_seed_differs(files, one_thread, tmp_path):

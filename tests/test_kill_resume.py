@@ -166,6 +166,8 @@ def trial(index: int, data: Path, reference: dict, env: dict, root: Path) -> Cou
     assert all(r.state.is_running() or r.state.is_pending() or r.state.is_completed() for r in earlier), \
         [r.state_name for r in earlier]
     counts["killed flow runs left Running"] += sum(r.state.is_running() for r in earlier)
+    counts["killed flow runs left Pending"] += sum(r.state.is_pending() for r in earlier)
+    counts["earlier flow runs Completed"] += sum(r.state.is_completed() for r in earlier)
     return counts
 
 
@@ -174,7 +176,8 @@ def kill_and_resume(trials: int, data: Path, reference: dict, env: dict, root: P
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda i: trial(i, data, reference, env, root), range(trials)))
     keys = ["trials", "kills", "lost", "duplicated", "orphans", "finished_before_kill", "killed before any batch",
-            "killed mid-valuation", "killed after valuation", "killed flow runs left Running"]
+            "killed mid-valuation", "killed after valuation", "killed flow runs left Running",
+            "killed flow runs left Pending", "earlier flow runs Completed"]
     counts = {key: sum(r[key] for r in results) for key in keys}  # Counter's sum would drop the zeros
     figures(f"kill/resume, {trials} trials", f"{counts}; {time.perf_counter() - began:.0f} s "
             f"(reference flow run {reference['seconds']:.1f} s)")
