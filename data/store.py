@@ -140,9 +140,9 @@ class ValuationStore:
     def _frame(self, frame: pl.DataFrame, required: tuple[str, ...]) -> Iterator[str]:
         """Expose a polars frame to SQL as the view ``incoming`` (zero-copy via Arrow).
 
-        Enter it *before* ``_transaction``: the transaction then rolls back before the
-        view is dropped; dropping it inside an aborted transaction would raise and hide
-        the statement's own error.
+        Enter it *before* the transaction: a failed statement aborts the transaction,
+        which must be rolled back before the view can be dropped (else the drop's error
+        would hide the real one).
         """
         missing = [c for c in required if c not in frame.columns]
         if missing:
@@ -285,15 +285,16 @@ class ValuationStore:
         """Store a finished batch's samples and its done-marker in one transaction.
 
         Returns False (and writes nothing) when the marker already exists, so a batch
-        recomputed after a crash is never counted twice. Any failure rolls back both.
+        recomputed after a crash is never counted twice. A sample whose (point, draw) is
+        already stored by another batch is a sampler bug: it raises (no silent drop).
+        Any failure rolls back both.
         """
         with self._frame(samples, SAMPLE_COLUMNS) as frame, self._transaction() as con:
             if self._first(con, "SELECT 1 FROM batches WHERE run_id = ? AND batch = ?", [run_id, batch]):
                 return False
             con.execute(
                 "INSERT INTO samples (run_id, batch, point, draw, cardinality, delta, weight, status) "
-                f"SELECT ?, ?, point, draw, cardinality, delta, weight, status FROM {frame} "
-                "ON CONFLICT DO NOTHING",
+                f"SELECT ?, ?, point, draw, cardinality, delta, weight, status FROM {frame}",
                 [run_id, batch],
             )
             con.execute(
@@ -339,13 +340,15 @@ class ValuationStore:
         where, params = "run_id = ?", [run_id]
         if below_draw is not None:
             where, params = where + " AND draw < ?", [run_id, below_draw]
-        # Ordered aggregates: floating-point sums then run in draw order, not in the
-        # physical order batches were committed, so a resumed run gets bit-identical
-        # values to an uninterrupted one (~90 ms instead of ~12 ms on 1M rows).
+        # Each point's samples as one list in draw order, then its mean and deviation:
+        # floating-point sums run in draw order, not in the physical order batches were
+        # committed, so a resumed run gets bit-identical values to an uninterrupted one.
+        # One ordered aggregate, not two (avg and stddev ORDER BY each sort): ~2.5x faster.
         return self._query(
-            "SELECT point, avg(weight * delta ORDER BY draw) AS value, "
-            "CASE WHEN count(*) >= 2 THEN stddev_samp(weight * delta ORDER BY draw) / sqrt(count(*)) END AS stderr, "
-            f'count(*) AS "count" FROM samples WHERE {where} GROUP BY point ORDER BY point',
+            "SELECT point, list_avg(v) AS value, "
+            "CASE WHEN len(v) >= 2 THEN list_stddev_samp(v) / sqrt(len(v)) END AS stderr, "
+            'len(v)::BIGINT AS "count" FROM (SELECT point, list(weight * delta ORDER BY draw) AS v '
+            f"FROM samples WHERE {where} GROUP BY point) ORDER BY point",
             params,
         )
 

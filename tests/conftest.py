@@ -45,6 +45,24 @@ def figures():
     return record
 
 
+@pytest.fixture(scope="session")
+def bad_input(figures):
+    """``bad_input[case] = seconds to error``, summarized at the end of the session. Cases
+    named ``fresh process: ...`` are whole new processes (imports included), reported apart."""
+    import statistics
+
+    times: dict[str, float] = {}
+    yield times
+    calls = {k: v for k, v in times.items() if not k.startswith("fresh process")}
+    if calls:
+        slowest = max(calls, key=calls.get)
+        figures("bad input", f"{len(calls)} cases refused (exit 2 / our error, nothing written); time to error "
+                f"median {statistics.median(calls.values()) * 1e3:.1f} ms, max {calls[slowest] * 1e3:.0f} ms "
+                f"({slowest})")
+    for name in sorted(set(times) - set(calls)):
+        figures(f"bad input, {name}", f"{times[name]:.2f} s from process start to exit 2")
+
+
 def pytest_terminal_summary(terminalreporter):
     if FIGURES:
         terminalreporter.section("amortval reliability figures")

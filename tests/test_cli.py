@@ -1,71 +1,185 @@
-"""Bad input through the command line: exit 2, the problem named, nothing written."""
+"""Bad input through the command line: exit 2, the column or problem named, nothing written.
+
+One catalogue of bad training inputs, each run through ``amortval value`` in-process and
+timed from the call to the error; every case must leave no store folder (so no DuckDB
+rows and no MLflow database). Scoring-time cases live in test_flows.py (they need a
+registered model); both report to the ``bad_input`` figure.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 import polars as pl
 import pytest
 
 from amortval.data.demo import make_demo
+from amortval.data.encoding import build_problem
+from amortval.data.tabular import load_training_data
+from amortval.errors import DataValidationError
 from amortval.flows.cli import main
 
 
-@pytest.fixture()
-def good(tmp_path):
-    frame = make_demo(seed=2, n_train=30, n_valid=10, n_new=10).train.drop("flipped")
-    return frame
+@pytest.fixture(scope="module")
+def good() -> pl.DataFrame:
+    return make_demo(seed=2, n_train=30, n_valid=10, n_new=10).train.drop("flipped")
 
 
-def _write(frame: pl.DataFrame, path):
+def _write(frame: pl.DataFrame, path: Path) -> Path:
     (frame.write_csv if str(path).endswith(".csv") else frame.write_parquet)(path)
     return path
 
 
-CASES = {
-    "missing target": (lambda f: f.drop("label"), "label"),
-    "nan feature": (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise(pl.col("income")).alias("income")), "income"),
-    "inf feature": (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(float("inf")).otherwise(pl.col("income")).alias("income")), "income"),
-    "null target": (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("label")).alias("label")), "label"),
-    "one class": (lambda f: f.with_columns(pl.lit("approved").alias("label")), "class"),
-    "empty": (lambda f: f.head(0), "no rows"),
+def _at(row: int, value, column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    def mutate(f: pl.DataFrame) -> pl.DataFrame:
+        return f.with_columns(pl.when(pl.int_range(pl.len()) == row).then(value).otherwise(pl.col(column)).alias(column))
+    return mutate
+
+
+def _frame(mutate: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[pl.DataFrame, Path], Path]:
+    """A file maker: the good frame, changed, written in the path's format."""
+    return lambda good, path: _write(mutate(good), path)
+
+
+def _raw(content: bytes) -> Callable[[pl.DataFrame, Path], Path]:
+    def make(_: pl.DataFrame, path: Path) -> Path:
+        path.write_bytes(content)
+        return path
+    return make
+
+
+def _nan_label(f: pl.DataFrame) -> pl.DataFrame:
+    return _at(2, float("nan"), "label")(f.with_columns((pl.col("label") == "approved").cast(pl.Float64)))
+
+
+def _duplicate_header(good: pl.DataFrame, path: Path) -> Path:
+    """Polars would rename a repeated CSV header (income_duplicated_0): write it by hand."""
+    header, rest = good.write_csv().split("\n", 1)
+    path.write_text(header.replace("debt_ratio", "income", 1) + "\n" + rest)
+    return path
+
+
+def _folder(_: pl.DataFrame, path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+SAME = _frame(lambda f: f)
+# name -> (file suffixes, file maker (good frame, path), extra options, fragments the error must contain)
+CASES: dict[str, tuple] = {
+    "NaN feature": ((".csv", ".parquet"), _frame(_at(3, float("nan"), "income")), [],
+                    ["'income'", "NaN", "--allow-missing"]),
+    "null feature": ((".parquet",), _frame(_at(4, None, "region")), [], ["'region'", "null"]),
+    "inf feature": ((".csv", ".parquet"), _frame(_at(0, float("inf"), "income")), [], ["'income'", "infinite"]),
+    "inf feature, missing values allowed": ((".parquet",), _frame(_at(0, float("-inf"), "income")),
+                                            ["--allow-missing"], ["'income'", "infinite"]),
+    "all-missing feature, missing values allowed": ((".parquet",), _frame(lambda f: f.with_columns(
+        pl.lit(None, pl.Float64).alias("income"))), ["--allow-missing"], ["'income'", "no values"]),
+    "missing target column": ((".csv", ".parquet"), _frame(lambda f: f.drop("label")), [], ["'label' not found"]),
+    "null in the target": ((".csv", ".parquet"), _frame(_at(5, None, "label")), [], ["'label'", "null"]),
+    "NaN in the target": ((".parquet",), _frame(_nan_label), [], ["'label'", "NaN"]),
+    "NaN target, missing values allowed": ((".parquet",), _frame(_nan_label), ["--allow-missing"],
+                                           ["'label'", "NaN"]),
+    "single class": ((".csv", ".parquet"), _frame(lambda f: f.with_columns(pl.lit("approved").alias("label"))), [],
+                     ["'label'", "single class"]),
+    "header only": ((".csv", ".parquet"), _frame(lambda f: f.head(0)), [], ["no rows"]),
+    "empty file": ((".csv", ".parquet"), _raw(b""), [], ["is empty"]),
+    "fewer rows than needed": ((".csv",), _frame(lambda f: f.head(3)), [], ["only 3 rows", "at least 4"]),
+    "too few rows per class to split": ((".csv",), _frame(lambda f: f.head(4).with_columns(
+        pl.Series("label", ["a", "b", "c", "d"]))), [], ["too few rows per class"]),
+    "duplicate column names": ((".csv",), _duplicate_header, [], ["duplicate column name 'income'"]),
+    "non-numeric column, encoding disabled": ((".csv", ".parquet"), SAME, ["--no-encode"],
+                                              ["'region'", "non-numeric", "--no-encode"]),
+    "unsupported column type": ((".parquet",), _frame(lambda f: f.with_columns(pl.lit([1, 2]).alias("tags"))), [],
+                                ["'tags'", "unsupported dtype"]),
+    "unknown file type": ((".txt",), _raw(b"income,label\n1,a\n"), [], ["'.txt'", "supported: .csv"]),
+    "unreadable file (not Parquet)": ((".parquet",), _raw(b"PAR1 this is not parquet at all"), [], ["cannot read"]),
+    "unreadable file (a folder)": ((".csv",), _folder, [], ["not a file"]),
+    "missing file": ((".csv",), lambda good, path: path, [], ["does not exist"]),
+    "validation file with other columns": ((".parquet",), SAME, ["--valid", "{valid_without_region}"],
+                                           ["missing columns 'region'"]),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_bad_training_data(case, suffix, good, tmp_path, capsys):
-    mutate, needle = CASES[case]
-    data = _write(mutate(good), tmp_path / f"train{suffix}")
+def _params():
+    for name, (suffixes, *_rest) in CASES.items():
+        for suffix in suffixes:
+            yield pytest.param(name, suffix, id=f"{name}{suffix}")
+
+
+def _make(name: str, suffix: str, good: pl.DataFrame, tmp_path: Path) -> tuple[Path, list[str]]:
+    _, make, options, _ = CASES[name]
+    made = make(good, tmp_path / f"train{suffix}")
+    valid = _write(good.drop("region"), tmp_path / "valid_without_region.parquet")
+    return made, [o.replace("{valid_without_region}", str(valid)) for o in options]
+
+
+@pytest.mark.parametrize("name,suffix", list(_params()))
+def test_bad_training_input_fails_before_any_work(name, suffix, good, tmp_path, capsys, bad_input):
+    data, options = _make(name, suffix, good, tmp_path)
     store = tmp_path / "store"
-    assert main(["value", "--data", str(data), "--target", "label", "--store", str(store)]) == 2
+    began = time.perf_counter()
+    code = main(["value", "--data", str(data), "--target", "label", "--store", str(store), *options])
+    seconds = time.perf_counter() - began
     err = capsys.readouterr().err
-    assert err.startswith("amortval: error:") and needle in err.lower(), err
-    assert not store.exists(), "nothing may be written for bad input"
+    assert code == 2, err
+    assert err.startswith("amortval: error:"), err
+    for fragment in CASES[name][3]:
+        assert fragment in err, (fragment, err)
+    assert not store.exists(), "nothing may be written for bad input: no store, no DuckDB, no MLflow database"
+    bad_input[f"value: {name}{suffix}"] = seconds
 
 
-def test_unknown_suffix_missing_file_and_missing_target_option(good, tmp_path, capsys):
+def test_a_user_meets_the_error_in_a_fresh_process_within_seconds(good, tmp_path, bad_input):
+    """The user's view: a new process, imports included, never starting Prefect."""
+    data = _write(_at(3, float("nan"), "income")(good), tmp_path / "train.csv")
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "amortval.flows.cli", "value", "--data", str(data), "--target",
+                           "label", "--store", str(tmp_path / "store")], capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - began
+    assert done.returncode == 2 and "'income'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "prefect" not in done.stderr.lower()
+    assert not (tmp_path / "store").exists()
+    assert seconds < 15, seconds
+    bad_input["fresh process: NaN feature"] = seconds
+
+
+def test_allow_missing_imputes_the_training_mean(good, tmp_path):
+    """The opt-in: a missing numeric value encodes to exactly 0 (the training mean on the
+    standardized scale), a missing category to no level; the encoder keeps the rule."""
+    frame = _at(3, None, "region")(_at(0, float("nan"), "income")(good))
+    data, valid = _write(frame, tmp_path / "train.parquet"), _write(good, tmp_path / "valid.parquet")
+    problem, encoder = build_problem(load_training_data(data, "label", valid=valid, allow_missing=True))
+    names = encoder.encoded_names
+    regions = [i for i, n in enumerate(names) if n.startswith("region=")]
+    assert encoder.columns[0].mean == pytest.approx(float(np.nanmean(frame["income"].to_numpy())))
+    assert problem.x_train[0, names.index("income")] == 0.0
+    assert problem.x_train[3, regions].sum() == 0.0 and problem.x_train[4, regions].sum() == 1.0
+    assert np.isfinite(problem.x_train).all()
+    assert encoder.allow_missing and type(encoder).from_dict(encoder.to_dict()).allow_missing
+    encoder.validate_scoring_frame(frame)  # scoring imputes alike instead of refusing
+    with pytest.raises(DataValidationError, match="'income' has 1 NaN"):
+        load_training_data(data, "label", valid=valid)  # without the opt-in: refused
+
+
+def test_bad_options(good, tmp_path, capsys):
     store = tmp_path / "store"
-    txt = tmp_path / "train.txt"
-    txt.write_text("a,b\n1,2\n")
+    ok = _write(good, tmp_path / "ok.csv")
     for argv, needle in [
-        (["--data", str(txt), "--target", "label"], ".txt"),
-        (["--data", str(tmp_path / "nope.csv"), "--target", "label"], "nope.csv"),
-        (["--data", str(_write(good, tmp_path / "ok.csv"))], "--target"),
-        (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--samples", "0"], "--samples"),
-        (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--out", str(tmp_path / "x.csv")], "--out"),
-        (["--data", str(tmp_path / "ok.csv"), "--target", "label", "--method", "shapley", "--sampler", "msr"], "msr"),
+        (["--data", str(ok)], "--target"),
+        (["--data", str(ok), "--target", "label", "--samples", "0"], "--samples"),
+        (["--data", str(ok), "--target", "label", "--out", str(tmp_path / "x.csv")], "--out"),
+        (["--data", str(ok), "--target", "label", "--method", "shapley", "--sampler", "msr"], "msr"),
+        (["--data", str(ok), "--target", "label", "--workers", "0"], "--workers"),
     ]:
         assert main(["value", *argv, "--store", str(store)]) == 2
         err = capsys.readouterr().err
         assert needle in err, (argv, err)
-    assert not store.exists()
-
-
-def test_validation_file_with_other_columns(good, tmp_path, capsys):
-    train = _write(good, tmp_path / "train.parquet")
-    valid = _write(good.drop("region"), tmp_path / "valid.parquet")
-    store = tmp_path / "store"
-    assert main(["value", "--data", str(train), "--target", "label", "--valid", str(valid), "--store", str(store)]) == 2
-    assert "region" in capsys.readouterr().err
     assert not store.exists()
 
 
@@ -77,3 +191,4 @@ def test_curate_rule_conflict_and_missing_file(tmp_path, capsys):
     assert "missing.parquet" in capsys.readouterr().err
     assert main(["curate", "--data", str(tmp_path / "m.parquet"), "--drop-fraction", "1.5"]) == 2
     assert "--drop-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

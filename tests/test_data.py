@@ -12,10 +12,10 @@ import pytest
 
 from amortval.data.demo import DEMO_FLIP_COLUMN, DEMO_TARGET, make_demo, write_demo
 from amortval.data.encoding import TabularEncoder, build_problem
+from amortval.data.split import stratified_split
 from amortval.data.tabular import (
     load_training_data,
     read_table,
-    stratified_split,
     validate_training_frame,
 )
 from amortval.errors import DataValidationError, SchemaMismatchError

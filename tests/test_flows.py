@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 import mlflow
 import numpy as np
@@ -160,25 +162,34 @@ def _scores_rows(store) -> int:
         con.close()
 
 
-@pytest.mark.parametrize("mutate,needle", [
-    (lambda f: f.drop("income"), "income"),
-    (lambda f: f.with_columns(pl.lit(1.0).alias("surprise")), "surprise"),
-    (lambda f: f.with_columns(pl.col("income").cast(pl.String)), "income"),
-    (lambda f: f.with_columns(pl.lit("maybe").alias("label")), "maybe"),
-    (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("income")).alias("income")), "income"),
+def _mlflow_runs(uri: str) -> int:
+    client = MlflowClient(uri)
+    return sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+
+
+@pytest.mark.parametrize("case,mutate,needle", [
+    ("missing column", lambda f: f.drop("income"), "'income'"),
+    ("extra column", lambda f: f.with_columns(pl.lit(1.0).alias("surprise")), "'surprise'"),
+    ("wrong dtype", lambda f: f.with_columns(pl.col("income").cast(pl.String)), "'income' has dtype String"),
+    ("wrong class label", lambda f: f.with_columns(pl.lit("maybe").alias("label")), "'maybe'"),
+    ("NaN", lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(float("nan")).otherwise(pl.col("income")).alias("income")), "'income' has 1 NaN"),
+    ("null label", lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col("label")).alias("label")), "'label' has 1 null"),
 ])
-def test_curate_rejects_data_unlike_the_model_and_writes_nothing(valued, files, tmp_path, mutate, needle):
+def test_curate_rejects_data_unlike_the_model_and_writes_nothing(valued, files, tmp_path, case, mutate, needle,
+                                                                 bad_input):
     from amortval.errors import SchemaMismatchError
 
-    store, _ = valued
+    store, result = valued
     bad = tmp_path / "bad.parquet"
     mutate(pl.read_parquet(files / "new.parquet").drop("flipped")).write_parquet(bad)
     out = tmp_path / "curated.parquet"
-    before = _scores_rows(store)
+    before = _scores_rows(store), _mlflow_runs(result["mlflow_uri"])
+    began = time.perf_counter()
     with pytest.raises(SchemaMismatchError, match=needle):
         curate_dataset(data=str(bad), store=str(store), out=str(out))
+    bad_input[f"curate: {case}"] = time.perf_counter() - began  # includes loading the model from MLflow
     assert not out.exists() and not (tmp_path / "curated.dropped.parquet").exists()
-    assert _scores_rows(store) == before
+    assert (_scores_rows(store), _mlflow_runs(result["mlflow_uri"])) == before, "no scores, no MLflow run"
 
 
 def test_curate_without_a_registered_model_says_so(files, tmp_path):

@@ -93,6 +93,16 @@ def test_resume_submits_only_missing_batches(store: ValuationStore) -> None:
     assert store.batches("r1")["batch"].to_list() == [0, 2, 4]
 
 
+def test_a_sample_stored_by_another_batch_is_an_error_not_a_silent_drop(store: ValuationStore) -> None:
+    """Draw ranges of batches never overlap; if a sampler bug made them, hiding the
+    clash would undercount a point. The whole batch is refused, marker included."""
+    commit(store, 0, batch_frame(0))
+    clash = batch_frame(1).with_columns(pl.when(pl.col("point") == 4).then(0).otherwise(pl.col("draw")).alias("draw"))
+    with pytest.raises(duckdb.ConstraintException):
+        commit(store, 1, clash)
+    assert store.sample_count("r1") == 30 and store.done_batches("r1") == {0}
+
+
 @pytest.mark.parametrize("breakage", ["null_status", "bad_type", "missing_column", "bad_marker"])
 def test_failed_commit_leaves_neither_samples_nor_marker(store: ValuationStore, breakage: str) -> None:
     frame, n_fits = batch_frame(1), 30
