@@ -74,6 +74,7 @@ class KNNLearner:
         n_masks, n_valid = masks.shape[0], self.order.shape[0]
         found = np.zeros((n_masks, n_valid), dtype=np.int64)  # neighbours found so far
         hits = np.zeros((n_masks, n_valid), dtype=np.int64)  # ... that match the label
+        need = np.minimum(self.k, masks.sum(axis=1))[:, None]  # neighbours each subset can give
         active = np.arange(n_masks)
         start, width = 0, _FIRST_BLOCK
         while active.size and start < self.n:
@@ -86,10 +87,8 @@ class KNNLearner:
                 counted = member & (rank_in_s <= self.k)
                 found[idx] += counted.sum(axis=2)
                 hits[idx] += (counted & self.match[None, :, start:stop]).sum(axis=2)
-            sizes = masks[active].sum(axis=1)
-            # Still searching: fewer than k neighbours found where S has more points left.
-            need = np.minimum(self.k, sizes)[:, None]
-            active = active[(found[active] < need).any(axis=1)]
+            # Still searching: fewer than min(k, |S|) neighbours found for some validation point.
+            active = active[(found[active] < need[active]).any(axis=1)]
             start, width = stop, 2 * width
         return hits.sum(axis=1) * self._scale
 

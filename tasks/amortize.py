@@ -125,13 +125,16 @@ def _read(samples: pl.DataFrame, n: int, folds: int, seed: int) -> _Samples:
     return _Samples(point, value, fold, int(k))
 
 
+def _moments(point: np.ndarray, value: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: sample count, mean (0 without samples) and sum of squared deviations."""
+    count = np.bincount(point, minlength=n).astype(np.float64)
+    mean = np.divide(np.bincount(point, weights=value, minlength=n), count, out=np.zeros(n), where=count > 0)
+    return count, mean, np.bincount(point, weights=(value - mean[point]) ** 2, minlength=n)
+
+
 def _fold(s: _Samples, f: int, n: int) -> _Fold:
     train = s.fold != f
-    tp, tv = s.point[train], s.value[train]
-    count = np.bincount(tp, minlength=n).astype(np.float64)
-    total = np.bincount(tp, weights=tv, minlength=n)
-    mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
-    sum_sq_dev = np.bincount(tp, weights=(tv - mean[tp]) ** 2, minlength=n)
+    count, mean, sum_sq_dev = _moments(s.point[train], s.value[train], n)
     return _Fold(count, mean, sum_sq_dev, s.point[~train], s.value[~train])
 
 
@@ -212,18 +215,17 @@ def _fit_fold(xt: torch.Tensor, yt: torch.Tensor, n_classes: int, f: _Fold, scal
     return net, epoch, mse, pred
 
 
-def combine(network: np.ndarray, s: _Samples, n: int, network_error: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def combine(network: np.ndarray, mc: np.ndarray, count: np.ndarray, variance: np.ndarray,
+            network_error: float) -> tuple[np.ndarray, np.ndarray]:
     """Variance-weighted combination of the network with each point's Monte Carlo mean.
 
-    Returns (combined values, Monte Carlo means, lambda). Points without samples keep the
-    network's value (lambda = 0).
+    ``variance`` is each point's per-sample variance (``_shrunk_variance``). Returns
+    (combined values, lambda); points without samples keep the network's value.
     """
-    count = np.bincount(s.point, minlength=n).astype(np.float64)
-    mc = np.divide(np.bincount(s.point, weights=s.value, minlength=n), count, out=np.zeros(n), where=count > 0)
-    mc_var = np.divide(_pooled_variance(s, n), count, out=np.full(n, np.inf), where=count > 0)
+    mc_var = np.divide(variance, count, out=np.full(count.shape, np.inf), where=count > 0)
     lam = np.where(count > 0, network_error / (network_error + mc_var), 0.0)
     lam = np.nan_to_num(lam, nan=1.0)  # both variances 0: the sample mean is exact
-    return network + lam * (mc - network), mc, lam
+    return network + lam * (mc - network), lam
 
 
 def amortize(
@@ -255,7 +257,8 @@ def amortize(
 
     curves = np.zeros((s.n_folds, config.epochs + 1, 2))  # (fold, epoch, [train, held-out])
     members, epochs, net_mse, mc_mse, noise = [], [], [], [], []
-    pooled_var = _pooled_variance(s, n)
+    count, mc, sum_sq_dev = _moments(s.point, s.value, n)
+    variance = _shrunk_variance(count, sum_sq_dev, s.value)
     for f in range(s.n_folds):
         fold = _fold(s, f, n)
 
@@ -271,12 +274,12 @@ def amortize(
         epochs.append(epoch)
         net_mse.append(mse)
         mc_mse.append(_heldout_mse(fold.mean, fold))
-        noise.append(float(np.mean(pooled_var[fold.held_point])))
+        noise.append(float(np.mean(variance[fold.held_point])))
 
     ensemble = ValuationEnsemble(members)
     network_values = _predict(ensemble, xt, yt, scale)
     network_error = max(0.0, float(np.mean(net_mse)) - float(np.mean(noise)))
-    values, mc, lam = combine(network_values, s, n, network_error)
+    values, lam = combine(network_values, mc, count, variance, network_error)
     mean_curve = curves.mean(axis=0)
     history = [{"epoch": e, "train_mse": float(mean_curve[e, 0]), "heldout_mse": float(mean_curve[e, 1])}
                for e in range(config.epochs + 1)]
@@ -290,17 +293,14 @@ def amortize(
     )
 
 
-def _pooled_variance(s: _Samples, n: int) -> np.ndarray:
+def _shrunk_variance(count: np.ndarray, sum_sq_dev: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each point's per-sample variance, shrunk halfway to the pooled within-point one.
 
     With m = 2..10 samples a single point's variance is itself very noisy; points with
     fewer than two samples get the pooled one (the variance of all samples if no point
     has two).
     """
-    count = np.bincount(s.point, minlength=n).astype(np.float64)
-    mean = np.divide(np.bincount(s.point, weights=s.value, minlength=n), count, out=np.zeros(n), where=count > 0)
-    sq = np.bincount(s.point, weights=(s.value - mean[s.point]) ** 2, minlength=n)
     several = count >= 2
-    var = np.divide(sq, count - 1, out=np.zeros(n), where=several)
-    pooled = float(var[several].mean()) if several.any() else float(np.var(s.value))
+    var = np.divide(sum_sq_dev, count - 1, out=np.zeros(count.shape), where=several)
+    pooled = float(var[several].mean()) if several.any() else float(np.var(values))
     return np.where(several, 0.5 * var + 0.5 * pooled, pooled)

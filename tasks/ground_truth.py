@@ -9,7 +9,7 @@ the semivalue a run estimates, and it is stored once per id (``data/truth_store.
 Cost, in fits per sample of every probe (P probes, n points):
 
 - ``permutation`` (Shapley): a chain costs n + 1 fits and samples all n points;
-- ``independent``: 2 fits per sample, drawn only for the probes (``ProbeSampler``);
+- ``independent``: 2 fits per sample, drawn only for the probes (``IndependentSampler`` with ``points``);
 - ``msr`` (Banzhaf): 1 fit per shared subset, sampling all points.
 
 For Shapley both first samplers give each point a sample with the *same* distribution
@@ -53,8 +53,8 @@ from amortval.tasks.marginals import cached_utility
 from amortval.tasks.metrics import nmse, pearson
 from amortval.tasks.progress import BatchProgress
 from amortval.tasks.runtime import pin_threads
-from amortval.tasks.samplers import SampleBatch, Sampler, batch_rng, make_sampler
-from amortval.tasks.samplers.base import sample_status
+from amortval.tasks.samplers import Sampler, batch_rng, make_sampler
+from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.semivalues import size_distribution
 
 
@@ -116,45 +116,11 @@ class TruthSpec:
         return f"truth-{spec.method}-{spec.learner}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-class ProbeSampler:
-    """Independent coalitions for the probe points only: 2 fits per sample.
-
-    Sample j of the p-th probe is unit j * P + p (draw-major, like ``IndependentSampler``,
-    and drawn the same way): size k ~ p, S uniform of size k in D \\ {i}, weight 1. With
-    every point as a probe it reproduces ``IndependentSampler`` draw for draw.
-    """
-
-    def __init__(self, n: int, probes: np.ndarray, samples: int, size_pmf: np.ndarray, batch_fits: int):
-        self.n, self.probes, self.samples, self.size_pmf = n, np.asarray(probes), samples, size_pmf
-        self.units_per_batch = max(1, batch_fits // 2)
-        self.n_batches = math.ceil(len(self.probes) * samples / self.units_per_batch)
-
-    def run(self, utility: Utility, batch: int, rng: np.random.Generator) -> SampleBatch:
-        n, n_probes = self.n, len(self.probes)
-        start = batch * self.units_per_batch
-        units = np.arange(start, min(n_probes * self.samples, start + self.units_per_batch))
-        point, draw = self.probes[units % n_probes], units // n_probes
-        sizes = rng.choice(n, size=len(units), p=self.size_pmf)
-        without = np.zeros((len(units), n), dtype=bool)
-        for row, (i, k) in enumerate(zip(point, sizes)):
-            keys = rng.random(n)  # k smallest keys among the others: a uniform k-subset
-            keys[i] = np.inf
-            without[row, np.argpartition(keys, k)[:k] if k else []] = True
-        with_point = without.copy()
-        with_point[np.arange(len(units)), point] = True
-        values, status = utility.evaluate(np.concatenate([without, with_point]))
-        m = len(units)
-        return SampleBatch(point=point.astype(np.int32), draw=draw.astype(np.int32),
-                           cardinality=sizes.astype(np.int32), delta=values[m:] - values[:m],
-                           weight=np.ones(m), status=sample_status(status[:m], status[m:]),
-                           n_fits=2 * m, n_fallbacks=int(np.count_nonzero(status)))
-
-
 def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
     """The sampler of a resolved spec for a problem of n points."""
     if spec.sampler == "independent":
         pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta)
-        return ProbeSampler(n, np.asarray(spec.probes), spec.samples, pmf, spec.batch_fits)
+        return IndependentSampler(n, spec.samples, pmf, spec.batch_fits, points=np.asarray(spec.probes))
     return make_sampler(spec.valuation_config(), n)
 
 

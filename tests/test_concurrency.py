@@ -17,21 +17,17 @@ import duckdb
 import pytest
 from mlflow.tracking import MlflowClient
 
-from amortval.data.demo import make_demo
 from amortval.data.store import ValuationStore, ensure_store_free
 from amortval.errors import RunInProgressError, StoreLockedError
 from amortval.tasks import tracking
+from demo_files import write_demo_files
 
 N_TRAIN, SAMPLES = 80, 200
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("concurrency-data")
-    demo = make_demo(seed=4, n_train=N_TRAIN, n_valid=40, n_new=10)
-    demo.train.write_parquet(root / "train.parquet")
-    demo.valid.drop("flipped").write_parquet(root / "valid.parquet")
-    return root
+    return write_demo_files(tmp_path_factory.mktemp("concurrency-data"), seed=4, n_train=N_TRAIN, n_valid=40, n_new=10)
 
 
 def value_command(data: Path, store: Path) -> list[str]:

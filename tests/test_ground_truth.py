@@ -19,7 +19,6 @@ from amortval.tasks.config import ValuationConfig
 from amortval.tasks.exact import exact_semivalues
 from amortval.tasks.knn_shapley import knn_shapley
 from amortval.tasks.ground_truth import (
-    ProbeSampler,
     TruthSpec,
     compute_truth,
     halves_agreement,
@@ -29,6 +28,7 @@ from amortval.tasks.ground_truth import (
 )
 from amortval.tasks.metrics import mse, nmse, pearson
 from amortval.tasks.samplers import batch_rng, make_sampler
+from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.semivalues import size_distribution
 from games import random_game
 
@@ -57,7 +57,7 @@ def test_probe_sampler_over_every_point_replays_the_independent_sampler():
     game = random_game(6, seed=2)
     config = ValuationConfig(method="beta", sampler="independent", samples=7, batch_fits=10, alpha=4.0)
     reference = make_sampler(config, game.n)
-    probe = ProbeSampler(game.n, np.arange(game.n), 7, size_distribution("beta", 5, alpha=4.0), 10)
+    probe = IndependentSampler(game.n, 7, size_distribution("beta", 5, alpha=4.0), 10, points=np.arange(game.n))
     assert probe.n_batches == reference.n_batches
     for b in range(reference.n_batches):
         want, got = reference.run(game, b, batch_rng(3, b)), probe.run(game, b, batch_rng(3, b))

@@ -32,7 +32,8 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-from amortval.data.demo import make_demo
+from demo_files import write_demo_files
+
 
 N_TRAIN, SAMPLES, BATCH_FITS = 80, 200, 2 * (80 + 1)  # 100 batches of 2 permutation chains
 PLANNED = N_TRAIN * SAMPLES
@@ -41,11 +42,7 @@ SEED = 20240611
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill-data")
-    demo = make_demo(seed=3, n_train=N_TRAIN, n_valid=40, n_new=10)
-    demo.train.write_parquet(root / "train.parquet")
-    demo.valid.drop("flipped").write_parquet(root / "valid.parquet")
-    return root
+    return write_demo_files(tmp_path_factory.mktemp("kill-data"), seed=3, n_train=N_TRAIN, n_valid=40, n_new=10)
 
 
 def command(data: Path, store: Path) -> list[str]:

@@ -16,10 +16,10 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
 
 import amortval.tasks.marginals as marginals
-from amortval.data.demo import make_demo
 from amortval.data.store import ValuationStore
 from amortval.errors import DataValidationError
 from amortval.flows.valuation import value_dataset
+from demo_files import write_demo_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -31,11 +31,7 @@ FAULTY_BATCH = 1
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retries")
-    demo = make_demo(seed=6, n_train=N_TRAIN, n_valid=30, n_new=5)
-    demo.train.write_parquet(root / "train.parquet")
-    demo.valid.drop("flipped").write_parquet(root / "valid.parquet")
-    return root
+    return write_demo_files(tmp_path_factory.mktemp("retries"), seed=6, n_train=N_TRAIN, n_valid=30, n_new=5)
 
 
 def run(files, store):
