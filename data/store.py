@@ -7,8 +7,12 @@ together with its batch-done marker. Because the marker and the samples land tog
 a run killed at any moment resumes by submitting only the batches without a marker;
 nothing is lost and nothing is counted twice. Frames go in as Arrow tables
 (``INSERT ... SELECT``), never row by row. This is the only module that imports duckdb;
+the sample tables' methods live in ``data/sample_store.py`` (a mixin of this class) and
 table families with their own module (``data/truth_store.py``) run their SQL through
 ``query`` and ``execute_atomic`` on the same connection.
+
+Samples belong to a sampling (``sampling_id``), estimates and metrics to a run
+(``run_id``): see ``data/store_schema.py``.
 """
 
 from __future__ import annotations
@@ -25,16 +29,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from amortval.data.sample_store import SampleTables
 from amortval.data.store_schema import COMMENTS, SCHEMA_VERSION, TABLES
 from amortval.errors import AmortvalError, RunInProgressError, StoreLockedError
 
-ESTIMATE_SOURCES = ("monte_carlo", "amortized", "combined")
-SAMPLE_COLUMNS = ("point", "draw", "cardinality", "delta", "weight", "status")
-RUN_FIELDS = ("mlflow_run_id", "model_version")
+RUN_FIELDS = ("mlflow_run_id", "model_name", "model_version", "model_uri", "wall_seconds", "new_fits")
 
-# Runs being computed in this process, as (store path, run id). DuckDB's file lock keeps
-# other processes out of a store, but it lets any number of connections of one process
-# in, so two flows of the same run id in one process would both do the work.
+# Samplings being computed in this process, as (store path, sampling id). DuckDB's file
+# lock keeps other processes out of a store, but it lets any number of connections of
+# one process in, so two flows of the same sampling in one process would both do the work.
 _ACTIVE_RUNS: set[tuple[Path, str]] = set()
 _ACTIVE_LOCK = threading.Lock()
 
@@ -75,7 +78,7 @@ def _locked_error(path: Path, exc: Exception) -> StoreLockedError:
     )
 
 
-class ValuationStore:
+class ValuationStore(SampleTables):
     """Single-writer DuckDB store; one connection for the life of the flow process.
 
     All access goes through one connection guarded by a lock, so accidental use from
@@ -84,6 +87,8 @@ class ValuationStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser().resolve()
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise AmortvalError(f"store folder {self.path.parent} is a file, not a folder; pass another --store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._claimed: set[str] = set()
@@ -103,8 +108,10 @@ class ValuationStore:
 
     def _init_schema(self) -> None:
         with self._transaction() as con:
-            con.execute(TABLES)
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
             row = self._first(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+            if row is None or int(row[0]) == SCHEMA_VERSION:
+                con.execute(TABLES)
             if row is None:
                 for column, text in COMMENTS.items():
                     quoted = text.replace("'", "''")
@@ -114,6 +121,13 @@ class ValuationStore:
                 raise AmortvalError(
                     f"store {self.path} has schema version {row[0]}, newer than this "
                     f"amortval understands ({SCHEMA_VERSION}); upgrade amortval or use another --store"
+                )
+            elif int(row[0]) < SCHEMA_VERSION:
+                raise AmortvalError(
+                    f"store {self.path} was written by amortval 0.1 (schema {row[0]}); this release "
+                    f"(schema {SCHEMA_VERSION}) draws its samples from other random streams and cannot "
+                    "extend it. Value into a new --store (or move this folder aside); the old store's "
+                    "values files and MLflow runs stay readable as they are"
                 )
 
     # -- plumbing ---------------------------------------------------------------------
@@ -203,14 +217,14 @@ class ValuationStore:
             for sql, params in statements:
                 con.execute(sql, params)
 
-    # -- datasets and runs -------------------------------------------------------------
-    def register_dataset(self, dataset_id: str, name: str, n_rows: int, n_features: int,
+    # -- datasets, samplings and runs ----------------------------------------------------
+    def register_dataset(self, dataset_id: str, name: str, source: str, n_rows: int, n_features: int,
                          schema: dict) -> None:
         """Record a dataset once; the id is a content hash, so a second call is a no-op."""
         with self._transaction() as con:
             con.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [dataset_id, name, n_rows, n_features, json.dumps(schema, default=str), _now()],
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [dataset_id, name, source, n_rows, n_features, json.dumps(schema, default=str), _now()],
             )
 
     def dataset(self, dataset_id: str) -> dict | None:
@@ -220,40 +234,44 @@ class ValuationStore:
         rows[0]["schema"] = json.loads(rows[0]["schema"]) if rows[0]["schema"] else None
         return rows[0]
 
-    def begin_run(self, run_id: str, dataset_id: str, config: dict, seed: int, n_points: int,
-                  n_batches: int) -> str:
-        """Create the run as 'running' and return 'new'; an existing run is left untouched
-        and its current status returned, so the caller decides whether to resume.
+    def begin_run(self, run_id: str, sampling_id: str, dataset_id: str, config: dict, samples: int,
+                  sampling_config: dict, n_points: int) -> str:
+        """Create the run as 'running' (and its sampling, once) and return 'new'; an
+        existing run is left untouched and its current status returned, so the caller
+        decides whether to resume.
 
-        The run is claimed for this store object until ``close``: a second ``begin_run``
-        of the same run in this process raises RunInProgressError. (A status 'running'
-        left by a killed process claims nothing, so a re-run resumes.)
+        The sampling is claimed for this store object until ``close``: a second
+        ``begin_run`` on the same sampling in this process raises RunInProgressError.
+        (A status 'running' left by a killed process claims nothing, so a re-run resumes.)
         """
-        self._claim(run_id)
+        self._claim(sampling_id)
         with self._transaction() as con:
+            con.execute("INSERT INTO samplings VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [sampling_id, dataset_id, json.dumps(sampling_config, sort_keys=True, default=str),
+                         n_points, _now()])
             row = self._first(con, "SELECT status FROM runs WHERE run_id = ?", [run_id])
             if row is not None:
                 return str(row[0])
             now = _now()
             con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
-                [run_id, dataset_id, json.dumps(config, sort_keys=True, default=str), seed,
-                 n_points, n_batches, now, now],
+                "INSERT INTO runs (run_id, sampling_id, dataset_id, config, samples, status, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                [run_id, sampling_id, dataset_id, json.dumps(config, sort_keys=True, default=str), samples, now, now],
             )
             return "new"
 
-    def _claim(self, run_id: str) -> None:
-        key = (self.path, run_id)
+    def _claim(self, sampling_id: str) -> None:
+        key = (self.path, sampling_id)
         with _ACTIVE_LOCK:
-            if run_id in self._claimed:
+            if sampling_id in self._claimed:
                 return
             if key in _ACTIVE_RUNS:
                 raise RunInProgressError(
-                    f"run {run_id} is already in progress in this process (store {self.path}); "
+                    f"sampling {sampling_id} is already in progress in this process (store {self.path}); "
                     "wait for it to finish: a second copy would only repeat its work"
                 )
             _ACTIVE_RUNS.add(key)
-            self._claimed.add(run_id)
+            self._claimed.add(sampling_id)
 
     def run(self, run_id: str) -> dict | None:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
@@ -261,6 +279,12 @@ class ValuationStore:
             return None
         rows[0]["config"] = json.loads(rows[0]["config"])
         return rows[0]
+
+    def runs(self) -> pl.DataFrame:
+        """Every run with its dataset: newest first."""
+        return self._query(
+            "SELECT r.*, d.name AS dataset, d.source, d.n_rows, d.schema FROM runs r "
+            "LEFT JOIN datasets d USING (dataset_id) ORDER BY r.created_at DESC, r.run_id")
 
     def set_run_status(self, run_id: str, status: str, **fields: Any) -> None:
         unknown = set(fields) - set(RUN_FIELDS)
@@ -270,113 +294,10 @@ class ValuationStore:
         with self._transaction() as con:
             hit = con.execute(
                 f"UPDATE runs SET {sets} WHERE run_id = ? RETURNING run_id",
-                [status, _now(), *(None if v is None else str(v) for v in fields.values()), run_id],
+                [status, _now(), *fields.values(), run_id],
             ).fetchall()
             if not hit:
                 raise LookupError(f"no run {run_id!r} in store {self.path}")
-
-    # -- batches and samples -----------------------------------------------------------
-    def done_batches(self, run_id: str) -> set[int]:
-        rows = self._fetchall("SELECT batch FROM batches WHERE run_id = ?", [run_id])
-        return {int(r[0]) for r in rows}
-
-    def commit_batch(self, run_id: str, batch: int, samples: pl.DataFrame, *, n_fits: int,
-                     n_fallbacks: int, seconds: float) -> bool:
-        """Store a finished batch's samples and its done-marker in one transaction.
-
-        Returns False (and writes nothing) when the marker already exists, so a batch
-        recomputed after a crash is never counted twice. A sample whose (point, draw) is
-        already stored by another batch is a sampler bug: it raises (no silent drop).
-        Any failure rolls back both.
-        """
-        with self._frame(samples, SAMPLE_COLUMNS) as frame, self._transaction() as con:
-            if self._first(con, "SELECT 1 FROM batches WHERE run_id = ? AND batch = ?", [run_id, batch]):
-                return False
-            con.execute(
-                "INSERT INTO samples (run_id, batch, point, draw, cardinality, delta, weight, status) "
-                f"SELECT ?, ?, point, draw, cardinality, delta, weight, status FROM {frame}",
-                [run_id, batch],
-            )
-            con.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [run_id, batch, samples.height, n_fits, n_fallbacks, float(seconds), _now()],
-            )
-            return True
-
-    def batches(self, run_id: str) -> pl.DataFrame:
-        return self._query("SELECT * EXCLUDE (run_id) FROM batches WHERE run_id = ? ORDER BY batch",
-                           [run_id])
-
-    def sample_count(self, run_id: str) -> int:
-        return int(self._fetchone("SELECT count(*) FROM samples WHERE run_id = ?", [run_id])[0])
-
-    def samples(self, run_id: str) -> pl.DataFrame:
-        return self._query(
-            f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE run_id = ? ORDER BY point, draw",
-            [run_id],
-        )
-
-    def status_counts(self, run_id: str) -> dict[str, int]:
-        rows = self._fetchall(
-            "SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY status ORDER BY status", [run_id]
-        )
-        return {str(s): int(n) for s, n in rows}
-
-    def fit_count(self, run_id: str) -> int:
-        row = self._fetchone("SELECT coalesce(sum(n_fits), 0) FROM batches WHERE run_id = ?", [run_id])
-        return int(row[0])
-
-    def fallback_count(self, run_id: str) -> int:
-        """Utility evaluations answered by the degenerate-subset policy, over the run."""
-        row = self._fetchone("SELECT coalesce(sum(n_fallbacks), 0) FROM batches WHERE run_id = ?", [run_id])
-        return int(row[0])
-
-    # -- estimates ---------------------------------------------------------------------
-    def monte_carlo_estimates(self, run_id: str, *, below_draw: int | None = None) -> pl.DataFrame:
-        """Per point: mean of weight*delta, its standard error (null below 2 samples), count.
-
-        ``below_draw`` keeps draws < below_draw, e.g. to compare against held-out draws.
-        """
-        where, params = "run_id = ?", [run_id]
-        if below_draw is not None:
-            where, params = where + " AND draw < ?", [run_id, below_draw]
-        # Each point's samples as one list in draw order, then its mean and deviation:
-        # floating-point sums run in draw order, not in the physical order batches were
-        # committed, so a resumed run gets bit-identical values to an uninterrupted one.
-        # One ordered aggregate, not two (avg and stddev ORDER BY each sort): ~2.5x faster.
-        return self._query(
-            "SELECT point, list_avg(v) AS value, "
-            "CASE WHEN len(v) >= 2 THEN list_stddev_samp(v) / sqrt(len(v)) END AS stderr, "
-            'len(v)::BIGINT AS "count" FROM (SELECT point, list(weight * delta ORDER BY draw) AS v '
-            f"FROM samples WHERE {where} GROUP BY point) ORDER BY point",
-            params,
-        )
-
-    def write_estimates(self, run_id: str, source: str, frame: pl.DataFrame) -> None:
-        """Replace this run's estimates from ``source`` (point, value[, stderr, count])."""
-        if source not in ESTIMATE_SOURCES:
-            raise ValueError(f"source must be one of {ESTIMATE_SOURCES}, got {source!r}")
-        stderr = "stderr" if "stderr" in frame.columns else "NULL"
-        count = '"count"' if "count" in frame.columns else "NULL"
-        with self._frame(frame, ("point", "value")) as f, self._transaction() as con:
-            con.execute("DELETE FROM estimates WHERE run_id = ? AND source = ?", [run_id, source])
-            con.execute(
-                f"INSERT INTO estimates SELECT ?, point, ?, value, {stderr}, {count} FROM {f}",
-                [run_id, source],
-            )
-
-    def estimates(self, run_id: str) -> pl.DataFrame:
-        """Wide view: point, mc_value, mc_stderr, mc_count, amortized_value, combined_value."""
-        return self._query(
-            "SELECT point, "
-            "any_value(value) FILTER (source = 'monte_carlo') AS mc_value, "
-            "any_value(stderr) FILTER (source = 'monte_carlo') AS mc_stderr, "
-            "any_value(\"count\") FILTER (source = 'monte_carlo') AS mc_count, "
-            "any_value(value) FILTER (source = 'amortized') AS amortized_value, "
-            "any_value(value) FILTER (source = 'combined') AS combined_value "
-            "FROM estimates WHERE run_id = ? GROUP BY point ORDER BY point",
-            [run_id],
-        )
 
     # -- metrics and curation scores ---------------------------------------------------
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:

@@ -1,7 +1,10 @@
-"""The ``amortval`` command: ``amortval value`` and ``amortval curate``.
+"""The ``amortval`` command: value, amortize, curate, runs, show.
 
-Input is validated before Prefect is even imported, so a bad file or option fails in
-well under a second with the column and the problem named, and nothing is written.
+Every ``value`` option comes from ``RunConfig`` (``tasks/config.py``): the parser is
+generated from its fields, so flags, types, choices, defaults and help cannot drift
+from the flow or the deployments. Input is validated before Prefect is even imported,
+so a bad file or option fails in well under a second with the column and the problem
+named, and nothing is written.
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
+import typing
 from pathlib import Path
+
+from amortval import __version__
 
 # Before numpy/torch/prefect/mlflow load: one BLAS thread per fit, no telemetry, and
 # Prefect's per-task-run lines kept out of the terminal (they stay in its API).
@@ -21,83 +28,138 @@ _ENVIRONMENT = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+    # Prefect's temporary API gives up after 20 s; on a busy 2-core machine it can need more.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
+# Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
+AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "folds",
+                    "model_name", "out", "verbose")
+
+
+def flag(name: str) -> str:
+    """``--no-encode`` for the one option that defaults to on, ``--valid-fraction`` otherwise."""
+    return "--no-encode" if name == "encode" else "--" + name.replace("_", "-")
+
+
+def _type(annotation) -> tuple[type | None, tuple | None]:
+    """(Python type, choices) of an option's annotation: Literal -> choices, X | None -> X."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _type(arg)
+    return annotation, None
+
+
+def add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One flag per RunConfig option (or the ``names`` given); unset flags stay unset, so only
+    the options a user gives override the config's defaults."""
+    from amortval.tasks.config import option_fields
+
+    for name, field in option_fields().items():
+        if names is not None and name not in names:
+            continue
+        kind, choices = _type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description} (default: {'on' if default is True else default})"
+        if kind is bool:
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag(name), dest=name, action=action, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag(name), dest=name, type=kind, choices=choices, default=argparse.SUPPRESS,
+                                metavar=None if choices else name.upper(), help=help_text)
+
+
+def options_table() -> str:
+    """The README's option table, generated from RunConfig (tests compare the two)."""
+    from amortval.tasks.config import option_fields
+
+    rows = ["| option | default | meaning |", "| --- | --- | --- |"]
+    for name, field in option_fields().items():
+        default = field.get_default(call_default_factory=True)
+        shown = "on" if default is True else "off" if default is False else "none" if default is None else default
+        rows.append(f"| `{flag(name)}` | {shown} | {field.description} |")
+    return "\n".join(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from amortval.tasks.config import LEARNERS, METHODS, RUNNERS, SAMPLERS, ValuationConfig
-    from amortval.tasks.prepare import DEFAULT_STORE
+    from amortval.tasks.config import RunConfig
 
+    store_default = RunConfig.model_fields["store"].default
     parser = argparse.ArgumentParser(prog="amortval", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"amortval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    value = sub.add_parser("value", help="value every training point, amortize, register the network",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    value.add_argument("--data", help="CSV or Parquet file to value (default: the built-in demo dataset)")
-    value.add_argument("--target", help="label column (required with --data)")
-    value.add_argument("--valid", help="validation file (default: a seeded split of --data)")
-    value.add_argument("--valid-fraction", type=float, default=0.2, help="share split off --data for validation when --valid is not given")
-    value.add_argument("--learner", choices=LEARNERS, default="logreg", help="model retrained on every subset (the utility)")
-    value.add_argument("--knn-k", type=int, default=ValuationConfig.knn_k, help="k of the KNN utility (with --learner knn; Jia et al. 2019)")
-    value.add_argument("--method", choices=METHODS, default="shapley", help="semivalue: Data Shapley, Beta Shapley, Data Banzhaf")
-    value.add_argument("--sampler", choices=SAMPLERS, default=None, help="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf)")
-    value.add_argument("--samples", type=int, default=ValuationConfig.samples, help="Monte Carlo samples per point")
-    value.add_argument("--alpha", type=float, default=16.0, help="Beta Shapley alpha")
-    value.add_argument("--beta", type=float, default=1.0, help="Beta Shapley beta")
-    value.add_argument("--seed", type=int, default=0, help="run seed: same data, options and seed give identical results")
-    value.add_argument("--epochs", type=int, default=30, help="valuation-network regression epochs (best kept by held-out MSE)")
-    value.add_argument("--batch-fits", type=int, default=ValuationConfig.batch_fits, help="model fits per Prefect task")
-    value.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="batches evaluated at once (one thread per fit)")
-    value.add_argument("--runner", choices=RUNNERS, default="threads", help="where batches run: threads in this process, or a local Dask cluster of worker processes; same results either way")
-    value.add_argument("--allow-missing", action="store_true", help="impute null/NaN features (numeric: training mean; categorical: no level) instead of refusing them; infinity and missing labels stay errors")
-    value.add_argument("--no-encode", dest="encode", action="store_false", help="do not one-hot encode string columns: a non-numeric feature column is an error")
-    value.add_argument("--mislabeled-column", help="boolean column of known label errors: excluded from features, used to report detection AUROC")
-    value.add_argument("--model-name", default="amortval-valuation-net", help="MLflow registered model name")
-    value.add_argument("--store", default=DEFAULT_STORE, help="folder for the DuckDB store, MLflow database and outputs")
-    value.add_argument("--out", help="write the per-row values to this Parquet file")
+    value = sub.add_parser("value", help="value every training point, amortize, register the valuation network")
+    add_config_options(value)
+    value.add_argument("--verbose", action="store_true", help="also print per-epoch amortization lines")
 
-    curate = sub.add_parser("curate", help="score unseen points with the registered network and drop low-value ones",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    amortize = sub.add_parser("amortize", help="retrain a run's valuation network from its stored samples (no model fits)")
+    amortize.add_argument("run_id", help="a run id from `amortval runs`")
+    add_config_options(amortize, AMORTIZE_OPTIONS)
+    amortize.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
+    amortize.add_argument("--verbose", action="store_true", help="also print per-epoch amortization lines")
+
+    curate = sub.add_parser("curate", help="score unseen points with a registered network and drop low-value ones")
     curate.add_argument("--data", required=True, help="CSV or Parquet file of new labelled points")
     rule = curate.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, help="drop points valued below this (default rule: threshold 0)")
     rule.add_argument("--drop-fraction", type=float, help="drop this lowest-valued fraction instead")
-    curate.add_argument("--model-name", default="amortval-valuation-net", help="MLflow registered model name")
-    curate.add_argument("--alias", default="champion", help="registered model alias to load")
+    curate.add_argument("--model-name", help="registered model (default: the one whose columns match --data)")
+    pin = curate.add_mutually_exclusive_group()
+    pin.add_argument("--alias", default="champion", help="registered model alias to load (default: champion)")
+    pin.add_argument("--model-version", help="load this version instead of the alias")
     curate.add_argument("--mislabeled-column", help="boolean column of known label errors (ignored for scoring, used to report precision)")
-    curate.add_argument("--store", default=DEFAULT_STORE, help="folder holding the DuckDB store and MLflow database")
+    curate.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
     curate.add_argument("--out", help="curated Parquet file (default: <store>/curated/<name>.curated.parquet)")
+
+    runs = sub.add_parser("runs", help="list the valuation runs in a store")
+    runs.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
+    show = sub.add_parser("show", help="one run's config, figures and files")
+    show.add_argument("run_id", help="a run id (or a unique prefix) from `amortval runs`")
+    show.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
     return parser
 
 
+def _given(args: argparse.Namespace, names) -> dict:
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def _value(args: argparse.Namespace) -> dict:
-    from amortval.tasks.config import AmortizationConfig, ValuationConfig
-    from amortval.tasks.prepare import load_inputs
-
-    ValuationConfig(learner=args.learner, method=args.method, sampler=args.sampler, samples=args.samples,
-                    seed=args.seed, alpha=args.alpha, beta=args.beta, batch_fits=args.batch_fits,
-                    knn_k=args.knn_k, amortization=AmortizationConfig(epochs=args.epochs))
-    if args.workers < 1:
-        from amortval.errors import ConfigError
-
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    _check_out(args.out)
-    load_inputs(args.data, args.target, valid=args.valid, valid_fraction=args.valid_fraction, seed=args.seed,
-                mislabeled_column=args.mislabeled_column, store=args.store, allow_missing=args.allow_missing,
-                encode=args.encode)
     from amortval.data.store import ensure_store_free
-    from amortval.tasks.prepare import store_paths
+    from amortval.tasks.config import OPTION_PARTS, RunConfig
+    from amortval.tasks.prepare import load_inputs, store_paths
 
-    ensure_store_free(store_paths(args.store)["duckdb"])  # a held store fails here, before Prefect starts
+    config = RunConfig.from_options(**_given(args, OPTION_PARTS))
+    _check_out(config.out)
+    load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)  # validation, before any work
+    ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
     from amortval.flows.valuation import value_dataset
 
-    return value_dataset(
-        data=args.data, target=args.target, valid=args.valid, learner=args.learner, method=args.method,
-        sampler=args.sampler, samples=args.samples, seed=args.seed, alpha=args.alpha, beta=args.beta,
-        store=args.store, out=args.out, mislabeled_column=args.mislabeled_column,
-        valid_fraction=args.valid_fraction, model_name=args.model_name, batch_fits=args.batch_fits,
-        epochs=args.epochs, workers=args.workers, runner=args.runner, allow_missing=args.allow_missing,
-        encode=args.encode, knn_k=args.knn_k)
+    return value_dataset(config=config)
+
+
+def _amortize(args: argparse.Namespace) -> dict:
+    from amortval.data.store import ValuationStore, ensure_store_free
+    from amortval.errors import ConfigError
+    from amortval.tasks.config import RunConfig
+    from amortval.tasks.prepare import store_paths
+
+    path = store_paths(args.store)["duckdb"]
+    if not path.exists():
+        raise ConfigError(f"no store at {path}; pass the --store the run was valued into")
+    ensure_store_free(path)
+    with ValuationStore(path) as db:
+        stored = db.run(args.run_id)
+    if stored is None:
+        raise ConfigError(f"no run {args.run_id!r} in {path}; `amortval runs --store {args.store}` lists them")
+    base = RunConfig.build(stored["config"])
+    config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
+    _check_out(config.out)
+    from amortval.flows.valuation import value_dataset
+
+    return value_dataset(config=config, amortize_only=True)
 
 
 def _curate(args: argparse.Namespace) -> dict:
@@ -110,8 +172,8 @@ def _curate(args: argparse.Namespace) -> dict:
     from amortval.flows.curation import curate_dataset
 
     return curate_dataset(data=args.data, store=args.store, model_name=args.model_name, alias=args.alias,
-                          threshold=args.threshold, drop_fraction=args.drop_fraction, out=args.out,
-                          mislabeled_column=args.mislabeled_column)
+                          model_version=args.model_version, threshold=args.threshold,
+                          drop_fraction=args.drop_fraction, out=args.out, mislabeled_column=args.mislabeled_column)
 
 
 def _check_out(out: str | None) -> None:
@@ -128,14 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL"] = "DEBUG"
     from amortval.errors import AmortvalError
-    from amortval.flows.summary import print_curation, print_valuation
+    from amortval.flows import summary
 
     try:
         if args.command == "value":
-            print_valuation(_value(args))
+            summary.print_valuation(_value(args))
+        elif args.command == "amortize":
+            summary.print_valuation(_amortize(args))
+        elif args.command == "curate":
+            summary.print_curation(_curate(args))
+        elif args.command == "runs":
+            summary.print_runs(args.store)
         else:
-            print_curation(_curate(args))
+            summary.print_show(args.store, args.run_id)
     except AmortvalError as error:
         print(f"amortval: error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
-"""Curate new data: score unseen points with the registered valuation network.
+"""Curate new data: score unseen points with a registered valuation network.
 
-Loads ``models:/<name>@<alias>`` from MLflow, checks the new file against the model's
-schema before scoring, writes every score to DuckDB and a curated Parquet file (kept
-rows) plus the dropped rows, each with its value and the reason.
+Loads the named model (or the one whose columns match the file) at its ``champion``
+alias or a pinned version, checks the new file against the model's schema before
+scoring, writes every score to DuckDB and a curated Parquet file (kept rows) plus the
+dropped rows, each with its value and the reason, and tracks the curation in MLflow.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from prefect import flow, get_run_logger
 from amortval.data.store import ValuationStore
 from amortval.data.tabular import read_table
 from amortval.tasks import tracking
-from amortval.tasks.curate import CurationRule, select
-from amortval.tasks.metrics import mislabeled_auroc
-from amortval.tasks.prepare import DEFAULT_STORE, store_paths
+from amortval.tasks.config import RunConfig
+from amortval.tasks.curate import CurationRule, curation_metrics, select
+from amortval.tasks.model_choice import choose_model
+from amortval.tasks.prepare import store_paths
 from amortval.tasks.report import write_parquet
 from amortval.tasks.runtime import pin_threads
 
@@ -32,42 +34,37 @@ def default_outputs(data: str, curated_dir: Path, out: str | None) -> tuple[Path
 
 @flow(name="curate-dataset")
 def curate_dataset(
-    data: str, store: str = DEFAULT_STORE, model_name: str = tracking.DEFAULT_MODEL_NAME,
-    alias: str = tracking.CHAMPION, threshold: float | None = None, drop_fraction: float | None = None,
-    out: str | None = None, mislabeled_column: str | None = None,
+    data: str, store: str = RunConfig.model_fields["store"].default, model_name: str | None = None,
+    alias: str = tracking.CHAMPION, model_version: str | None = None, threshold: float | None = None,
+    drop_fraction: float | None = None, out: str | None = None, mislabeled_column: str | None = None,
 ) -> dict:
-    """Score ``data`` with the champion network and drop what the rule says."""
+    """Score ``data`` with a registered network and drop what the rule says."""
     pin_threads()
-    logger = get_run_logger()
     rule = CurationRule(threshold=threshold, drop_fraction=drop_fraction)
     frame = read_table(data)
     paths = store_paths(store)
     uri = tracking.tracking_uri(paths["root"])
-    model, model_uri, version = tracking.load_registered_model(uri, model_name, alias)
     ignore = [mislabeled_column] if mislabeled_column else []
-    values = model.predict(frame, ignore=ignore)
-    kept, reasons = select(values, rule)
-    scored = frame.with_columns(pl.Series("value", values), pl.Series("reason", reasons)).with_row_index("row")
-    curation_id = "curate-" + hashlib.sha256(
-        f"{Path(data).resolve()}|{model_uri}|{version}|{rule}".encode()
-    ).hexdigest()[:12]
     with ValuationStore(paths["duckdb"]) as db:
-        db.write_scores(curation_id, f"{model_uri} (version {version})", pl.DataFrame(
+        chosen = choose_model(db, uri, frame.columns, name=model_name, alias=alias, version=model_version,
+                              ignore=ignore)
+        values = chosen.model.predict(frame, ignore=ignore)
+        kept, reasons = select(values, rule)
+        curation_id = "curate-" + hashlib.sha256(
+            f"{Path(data).resolve()}|{chosen.uri}|{rule}".encode()).hexdigest()[:12]
+        db.write_scores(curation_id, chosen.uri, pl.DataFrame(
             {"row": range(len(frame)), "value": values, "kept": kept, "reason": reasons}))
+    scored = frame.with_columns(pl.Series("value", values), pl.Series("reason", reasons)).with_row_index("row")
     kept_path, dropped_path = default_outputs(data, paths["curated"], out)
     write_parquet(scored.filter(pl.Series(kept)), kept_path)
     write_parquet(scored.filter(~pl.Series(kept)), dropped_path)
-    metrics = {"rows_scored": len(frame), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum())}
-    if mislabeled_column:
-        flags = frame[mislabeled_column].cast(pl.Boolean).to_numpy()
-        metrics["mislabeled_auroc"] = mislabeled_auroc(values, flags)
-        metrics["dropped_mislabeled_precision"] = float(flags[~kept].mean()) if (~kept).any() else float("nan")
-        metrics["mislabeled_recall"] = float((~kept)[flags].mean()) if flags.any() else float("nan")
-    tracking.log_curation_run(uri=uri, params={"data": str(data), "model_uri": model_uri, "model_version": version,
-                                               "rule": rule.describe(), "curation_id": curation_id},
-                              metrics=metrics, table=scored, run_name=curation_id)
-    logger.info("Curated %s with %s v%s: kept %d, dropped %d (%s)", data, model_name, version,
-                metrics["rows_kept"], metrics["rows_dropped"], rule.describe())
-    return {"curation_id": curation_id, "model_uri": model_uri, "model_version": version,
-            "curated": str(kept_path), "dropped": str(dropped_path), "duckdb": str(paths["duckdb"]),
-            "rule": rule.describe(), **metrics}
+    metrics = curation_metrics(frame, values, kept, mislabeled_column)
+    tracking.log_curation_run(uri=uri, experiment=chosen.name, run_name=curation_id, model_uri=chosen.uri,
+                              params={"data": str(data), "model_uri": chosen.uri, "model_version": chosen.version,
+                                      "rule": rule.describe(), "curation_id": curation_id},
+                              metrics=metrics, table=scored)
+    get_run_logger().info("Curated %s with %s: kept %d, dropped %d (%s)", data, chosen.uri,
+                          metrics["rows_kept"], metrics["rows_dropped"], rule.describe())
+    return {"curation_id": curation_id, "model_uri": chosen.uri, "model_name": chosen.name,
+            "model_version": chosen.version, "how": chosen.how, "curated": str(kept_path),
+            "dropped": str(dropped_path), "duckdb": str(paths["duckdb"]), "rule": rule.describe(), **metrics}

@@ -1,7 +1,8 @@
-"""What the CLI prints at the end of a run: where everything is and how good it is."""
+"""What the CLI prints: a run's summary, where everything is, and the runs of a store."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -20,10 +21,14 @@ def print_valuation(r: dict) -> None:
     gate = "PASSED" if r.get("gate_passed") else "FAILED (champion alias not moved)"
     fallbacks = ", ".join(f"{int(v):,} {k[len('samples_'):]}" for k, v in r.items()
                           if k.startswith("samples_") and k != "samples_stored" and k != "samples_ok" and v)
-    lines = [
+    new_fits = int(r.get("new_model_fits", 0))
+    reused = "" if new_fits == int(r.get("model_fits", 0)) else f"; {new_fits:,} of them computed now, the rest stored"
+    if r.get("reported_stored"):
+        reused = "; the run was already complete: nothing computed, stored results reported"
+    lines = [f"amortval: warning: {w}" for w in r.get("warnings", ())] + [
         f"amortval: valued {r.get('source')} in {r['seconds']:.1f} s  (run {r['run_id']})",
-        f"  samples stored    {int(r.get('samples_stored', 0)):,}  from {int(r.get('model_fits', 0)):,} model fits"
-        + (f"  (degenerate subsets: {fallbacks})" if fallbacks else ""),
+        f"  samples           {int(r.get('samples_stored', 0)):,} used  from {int(r.get('model_fits', 0)):,} model fits"
+        + reused + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
@@ -37,19 +42,22 @@ def print_valuation(r: dict) -> None:
     ]
     if r.get("mlflow_run_id"):
         alias = " @champion" if r.get("alias_set") else ""
-        lines.append(f"  MLflow            run {r['mlflow_run_id']}, model version {r.get('model_version')}{alias}"
+        lines.append(f"  MLflow            run {r['mlflow_run_id']} in experiment {r.get('experiment')}"
                      f"  ({r.get('mlflow_uri', '')})")
+        lines.append(f"  model             models:/{r.get('model_name')}/{r.get('model_version')}{alias}")
     if r.get("mlflow_uri", "").startswith("sqlite:"):
         lines.append(f"  look              mlflow ui --backend-store-uri {r['mlflow_uri']}")
     if r.get("source") == "demo":
         lines.append(f"  curate            amortval curate --data {_rel(r['store'])}/demo/new.parquet"
                      f" --store {_rel(r['store'])} --mislabeled-column flipped")
+    lines.append(f"  runs              amortval runs --store {_rel(r['store'])}")
     print("\n".join(lines))
 
 
 def print_curation(r: dict) -> None:
     lines = [
-        f"amortval: scored {r['rows_scored']:,} rows with {r['model_uri']} (version {r['model_version']})",
+        f"amortval: scored {r['rows_scored']:,} rows with {r['model_uri']} (model {r['model_name']}, "
+        f"version {r['model_version']}{', ' + r['how'] if r.get('how') else ''})",
         f"  rule              {r['rule']}: kept {r['rows_kept']:,}, dropped {r['rows_dropped']:,}",
     ]
     if "mislabeled_auroc" in r:
@@ -62,3 +70,70 @@ def print_curation(r: dict) -> None:
         f"  scores            {_rel(r['duckdb'])}  (table scores, curation_id {r['curation_id']})",
     ]
     print("\n".join(lines))
+
+
+def _open_store(store: str):
+    from amortval.data.store import ValuationStore
+    from amortval.errors import ConfigError
+    from amortval.tasks.prepare import store_paths
+
+    path = store_paths(store)["duckdb"]
+    if not path.exists():
+        raise ConfigError(f"no store at {path}; value something first (`amortval value --store {store}`)")
+    return ValuationStore(path)
+
+
+def print_runs(store: str) -> None:
+    """One line per run: id, dataset, method, learner, samples per point, status, gate, model, wall time."""
+    with _open_store(store) as db:
+        runs = db.runs()
+        gates = {r: db.metrics(r).get("gate_passed") for r in runs["run_id"].to_list()}
+    if runs.is_empty():
+        print(f"amortval: no runs in {_rel(store)}")
+        return
+    header = ("run", "dataset", "method", "learner", "samples", "status", "gate", "model", "wall")
+    rows = []
+    for r in runs.to_dicts():
+        config = json.loads(r["config"])
+        gate = gates.get(r["run_id"])
+        rows.append((r["run_id"], r.get("dataset") or "?", config["sampling"]["method"], config["utility"]["learner"],
+                     str(r["samples"]), r["status"], "-" if gate is None else "PASSED" if gate else "FAILED",
+                     f"{r['model_name']} v{r['model_version']}" if r.get("model_version") else "-",
+                     "-" if r.get("wall_seconds") is None else f"{r['wall_seconds']:.1f} s"))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def print_show(store: str, run_id: str) -> None:
+    """One run: its files, figures and full config."""
+    from amortval.errors import ConfigError
+    from amortval.tasks.prepare import store_paths
+    from amortval.tasks.tracking import tracking_uri
+
+    with _open_store(store) as db:
+        ids = [r for r in db.runs()["run_id"].to_list() if r.startswith(run_id)]
+        if len(ids) != 1:
+            raise ConfigError(f"{'no run' if not ids else 'several runs'} match {run_id!r} in {_rel(store)}"
+                              + (f": {', '.join(ids)}" if ids else "; `amortval runs` lists them"))
+        run = db.run(ids[0])
+        metrics = db.metrics(ids[0])
+        dataset = db.dataset(run["dataset_id"]) or {}
+    paths = store_paths(store)
+    values = paths["values"] / f"{run['run_id']}.parquet"
+    print(f"run         {run['run_id']}  ({run['status']})")
+    print(f"dataset     {dataset.get('name')}  {dataset.get('source')}  ({dataset.get('n_rows')} training rows, "
+          f"id {run['dataset_id']})")
+    print(f"sampling    {run['sampling_id']}  ({run['samples']} samples per point)")
+    print(f"values      {_rel(values)}" + ("" if values.exists() else "  (missing)"))
+    print(f"store       {_rel(paths['duckdb'])}")
+    print(f"MLflow      run {run.get('mlflow_run_id')}  ({tracking_uri(paths['root'])})")
+    if run.get("model_version"):
+        print(f"model       models:/{run['model_name']}/{run['model_version']}")
+    if run.get("wall_seconds") is not None:
+        print(f"wall time   {run['wall_seconds']:.1f} s, {int(run.get('new_fits') or 0):,} model fits computed")
+    print("figures")
+    for name in sorted(metrics):
+        print(f"  {name:<40} {metrics[name]:.6g}")
+    print("config")
+    print("\n".join("  " + line for line in json.dumps(run["config"], indent=2, sort_keys=True).splitlines()))

@@ -36,9 +36,9 @@ regressing each point's mean, weighted by its sample count, has the loss (and op
 of regressing every sample at a fraction of the cost. Targets are divided by
 ``target_scale`` (the std of the sample values) so the regression works on O(1) numbers.
 
-All randomness (initialization, shuffling, point folds) comes from ``seed`` through
-``torch.Generator`` / ``numpy.random.SeedSequence``: the same inputs and seed give
-bit-identical values on CPU.
+All randomness (initialization, shuffling, point folds) comes from the run ``seed``
+through its own named streams (``tasks/streams.py``: ``network``, ``point_folds``): the
+same inputs and seed give bit-identical values on CPU.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from torch import nn
 
 from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks.config import AmortizationConfig
+from amortval.tasks.streams import stream, torch_generator
 
 @dataclass
 class AmortizationResult:
@@ -118,7 +119,7 @@ def _read(samples: pl.DataFrame, n: int, folds: int, seed: int) -> _Samples:
         if sampled.size < 2:
             raise ValueError("amortization needs at least two samples (two draws, or two points)")
         k = min(folds, sampled.size)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+        rng = stream(seed, "point_folds")
         point_fold = np.zeros(n, dtype=np.int64)
         point_fold[sampled] = rng.permutation(sampled.size) % k
         fold = point_fold[point]
@@ -251,7 +252,7 @@ def amortize(
     scale = float(np.std(s.value))
     if not (math.isfinite(scale) and scale > 0):
         scale = 1.0
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch_generator(seed, "network")
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64))
 

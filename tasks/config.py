@@ -1,17 +1,32 @@
-"""Typed configuration of a valuation run, given once at the flow boundary.
+"""The run config: every option of a valuation and its default, in one typed place.
 
-The config is written with the run (DuckDB ``runs`` row, MLflow params) and, together
-with the data fingerprint, determines the run id: the same data, options and seed name
-the same run, which is how a re-run resumes instead of starting over. Options that do
-not change results (worker count, store path) are deliberately *not* part of it.
+``RunConfig`` is the only place defaults live. The CLI parser (``flows/cli.py``), the
+Prefect flow's one parameter (``flows/valuation.py``), ``prefect.yaml`` (overrides only),
+the README's option table and the Python entry point are all built from it or checked
+against it (``tests/test_config.py``).
+
+Parts: ``inputs`` (what to value), ``utility`` (the model retrained on every subset),
+``sampling`` (semivalue, sampler, seed and the budget), ``amortization`` (the valuation
+network), and run-level options that change no result (store, outputs, model name,
+where batches run).
+
+Two identities come from it (``sampling_identity``, ``run_identity``):
+- the **sampling identity** keys samples and batches: the dataset (content and schema,
+  validation set included), the utility and its settings, the semivalue, the sampler
+  and the seed. Every Monte Carlo unit is a pure function of it and the unit's index, so
+  a larger budget extends the stored draws instead of recomputing them;
+- the **run identity** adds the budget (samples per point) and the amortization
+  settings: it keys estimates, networks and MLflow runs. A new network costs no fits.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
@@ -19,7 +34,6 @@ from amortval.models.utility import LEARNER_NAMES
 LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf")
 SAMPLERS = ("permutation", "independent", "msr")
-# Where batches run (flows/runners.py); not part of the config: results do not depend on it.
 RUNNERS = ("threads", "dask")
 
 # Shapley: one permutation chain gives every point a sample for one fit each.
@@ -32,98 +46,202 @@ COMPATIBLE = {
     "independent": METHODS,
     "msr": ("banzhaf",),
 }
+MAX_SEED = 2**63 - 1  # stored as a 64-bit integer; SeedSequence takes any size
+MAX_SAMPLES = 100_000  # per point; a larger budget is a typo, not a plan
 
 
-@dataclass(frozen=True)
-class AmortizationConfig:
-    """Valuation network and its training (Covert et al. 2024 settings by default)."""
-
-    hidden: int = 128
-    layers: int = 3
-    pretrain_epochs: int = 20
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 5e-4
-    # Cross-fitted networks: each holds out one fold of the draws to choose its epoch
-    # and the reported network is their mean (tasks/amortize.py).
-    folds: int = 5
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"amortization.{name} must be >= 1, got {getattr(self, name)}")
-        if self.pretrain_epochs < 0:
-            raise ConfigError(f"amortization.pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
-        if self.folds < 2:
-            raise ConfigError(f"amortization.folds must be >= 2, got {self.folds}")
-        if self.lr <= 0:
-            raise ConfigError(f"amortization.lr must be > 0, got {self.lr}")
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-@dataclass(frozen=True)
-class ValuationConfig:
-    """What is estimated (semivalue, utility learner) and how (sampler, sample count).
+class InputsConfig(_Part):
+    """What is valued and how it is read."""
 
-    ``samples`` is the number of Monte Carlo samples *per point*; for the permutation and
-    MSR samplers each draw (a permutation, a shared subset) gives every point one sample.
-    """
+    data: str | None = Field(None, description="CSV or Parquet file to value (default: the built-in demo dataset)")
+    target: str | None = Field(None, description="label column (required with --data)")
+    valid: str | None = Field(None, description="validation file; the utility is accuracy on it (default: a seeded stratified split of --data)")
+    valid_fraction: float = Field(0.2, gt=0.0, lt=1.0, allow_inf_nan=False,
+                                  description="share split off --data for validation when --valid is not given")
+    mislabeled_column: str | None = Field(None, description="boolean column of known label errors: excluded from features, used to report detection AUROC")
+    allow_missing: bool = Field(False, description="impute null/NaN features (numeric: training mean; categorical: no level) instead of refusing them")
+    encode: bool = Field(True, description="one-hot encode string columns (--no-encode: a non-numeric feature is an error)")
 
-    learner: str = "logreg"
-    method: str = "shapley"
-    sampler: str | None = None
-    samples: int = 50
-    seed: int = 0
-    alpha: float = 16.0
-    beta: float = 1.0
-    # Model fits per Prefect task: large enough that task overhead (~3 ms thread pool,
-    # ~100 ms process pool) is noise, small enough that progress and resume are fine-grained.
-    batch_fits: int = 2000
-    # k of the KNN utility (Jia et al.); part of the run's identity only for learner "knn".
-    knn_k: int = 5
-    amortization: AmortizationConfig = field(default_factory=AmortizationConfig)
 
-    def __post_init__(self) -> None:
-        if self.learner not in LEARNERS:
-            raise ConfigError(f"unknown learner {self.learner!r}; choose one of {', '.join(LEARNERS)}")
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        sampler = self.sampler or DEFAULT_SAMPLER[self.method]
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.method not in COMPATIBLE[sampler]:
-            raise ConfigError(
-                f"sampler {sampler!r} cannot estimate method {self.method!r}; "
-                f"it supports {', '.join(COMPATIBLE[sampler])}"
-            )
-        object.__setattr__(self, "sampler", sampler)
-        if self.samples < 1:
-            raise ConfigError(f"--samples must be >= 1 per point, got {self.samples}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
-        if self.method == "beta" and (self.alpha <= 0 or self.beta <= 0):
-            raise ConfigError(f"Beta Shapley needs alpha > 0 and beta > 0, got ({self.alpha}, {self.beta})")
-        if self.batch_fits < 1:
-            raise ConfigError(f"batch_fits must be >= 1, got {self.batch_fits}")
-        if self.knn_k < 1:
-            raise ConfigError(f"--knn-k must be >= 1, got {self.knn_k}")
+class UtilityConfig(_Part):
+    """The utility v(S): accuracy on the validation set of a learner trained on S."""
 
-    def to_dict(self) -> dict:
-        """The run's options; ``knn_k`` only when it changes results (the KNN learner)."""
-        raw = dataclasses.asdict(self)
-        if self.learner != "knn":
-            del raw["knn_k"]
-        return raw
+    learner: Literal[LEARNERS] = Field("logreg", description="model retrained on every subset: logreg (torch, many fits at once), mlp, xgboost, knn (Jia et al.; exact Shapley values known)")
+    knn_k: int = Field(5, ge=1, description="k of the knn utility")
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def identity(self) -> dict:
+        """What changes v(S): ``knn_k`` only for the KNN learner."""
+        return {"learner": self.learner, **({"knn_k": self.knn_k} if self.learner == "knn" else {})}
+
+
+class SamplingConfig(_Part):
+    """The semivalue, how it is sampled, and the budget."""
+
+    method: Literal[METHODS] = Field("shapley", description="semivalue: Data Shapley, Beta Shapley, Data Banzhaf")
+    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf)")
+    alpha: float = Field(16.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley alpha")
+    beta: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley beta")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="run seed: every random draw derives from it through named streams")
+    samples: int = Field(50, ge=1, le=MAX_SAMPLES, description="Monte Carlo samples per point (the budget; a larger one extends a stored run)")
+    batch_fits: int = Field(2000, ge=1, description="model fits per Prefect task (changes no result)")
+
+    @model_validator(mode="after")
+    def _check_sampler(self) -> SamplingConfig:
+        if self.method not in COMPATIBLE[self.sampler_name]:
+            raise ValueError(f"sampler {self.sampler_name!r} cannot estimate method {self.method!r}; "
+                             f"it supports {', '.join(COMPATIBLE[self.sampler_name])}")
+        return self
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler used: the one given, else the method's default."""
+        return self.sampler or DEFAULT_SAMPLER[self.method]
+
+    def identity(self) -> dict:
+        """What changes the draws: not the budget, not the batch size."""
+        beta = {"alpha": self.alpha, "beta": self.beta} if self.method == "beta" else {}
+        return {"method": self.method, "sampler": self.sampler_name, "seed": self.seed, **beta}
+
+
+class AmortizationConfig(_Part):
+    """Valuation network and its training (Covert et al. 2024 settings, tasks/amortize.py)."""
+
+    hidden: int = Field(128, ge=1, description="valuation-network hidden units per layer")
+    layers: int = Field(3, ge=1, description="valuation-network hidden layers")
+    pretrain_epochs: int = Field(20, ge=0, description="classifier pretraining epochs on (x, y)")
+    epochs: int = Field(10, ge=1, description="regression epochs (cosine schedule); each network keeps its best held-out epoch")
+    batch_size: int = Field(32, ge=1, description="valuation-network minibatch size")
+    lr: float = Field(5e-4, gt=0.0, allow_inf_nan=False, description="valuation-network learning rate (Adam)")
+    folds: int = Field(5, ge=2, description="cross-fitted networks, each holding out one fold of the draws")
+
+
+class RunConfig(_Part):
+    """Every option of ``amortval value``; see the module docstring for the identities."""
+
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
+    utility: UtilityConfig = Field(default_factory=UtilityConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    amortization: AmortizationConfig = Field(default_factory=AmortizationConfig)
+    store: str = Field("amortval-store", description="folder for the DuckDB store, the MLflow database and outputs")
+    out: str | None = Field(None, description="also write the per-row values to this Parquet file")
+    model_name: str | None = Field(None, description="MLflow registered model (default: amortval-<data file stem>)")
+    workers: int | None = Field(None, ge=1, description="batches evaluated at once, one thread per fit (default: the CPU count)")
+    runner: Literal[RUNNERS] = Field("threads", description="where batches run: threads in this process, or a local Dask cluster of worker processes; same results either way")
+
+    @field_validator("store")
+    @classmethod
+    def _store_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder")
+        return value
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_options(cls, **options: Any) -> RunConfig:
+        """A config from flat option names (``samples=20, epochs=5``), as the CLI takes them.
+
+        Unknown names and bad values raise ``ConfigError`` naming the option.
+        """
+        nested: dict[str, Any] = {}
+        unknown = []
+        for name, value in options.items():
+            part = OPTION_PARTS.get(name)
+            if part is None:
+                unknown.append(name)
+            elif part == "":
+                nested[name] = value
+            else:
+                nested.setdefault(part, {})[name] = value
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTION_PARTS)}")
+        return cls.build(nested)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "ValuationConfig":
-        raw = dict(raw)
-        raw["amortization"] = AmortizationConfig(**raw.get("amortization", {}))
-        return cls(**raw)
+    def build(cls, raw: dict | RunConfig | None) -> RunConfig:
+        """Validate a nested dict (a flow parameter, a stored config) into a config."""
+        if isinstance(raw, RunConfig):
+            return raw
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            raise ConfigError(describe(error)) from None
 
-    def run_id(self, data_fingerprint: str) -> str:
-        """Same data + same results-relevant options + same seed -> same run (resume)."""
-        digest = hashlib.sha256(f"{data_fingerprint}|{self.to_json()}".encode()).hexdigest()
-        return f"{self.method}-{self.learner}-{digest[:12]}"
+    def replace(self, **options: Any) -> RunConfig:
+        """A copy with some flat options changed (validated)."""
+        return RunConfig.from_options(**{**self.options(), **options})
+
+    def options(self, *, changed_only: bool = False) -> dict[str, Any]:
+        """Flat option name -> value (every option, or only those not at their default)."""
+        raw = self.model_dump(exclude_defaults=changed_only)
+        flat = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+        for part in PARTS:
+            flat |= raw.get(part, {})
+        return flat
+
+    # -- identities -------------------------------------------------------------------
+    def sampling_identity(self, dataset_id: str) -> dict:
+        return {"dataset": dataset_id, "utility": self.utility.identity(), "sampling": self.sampling.identity()}
+
+    def sampling_id(self, dataset_id: str) -> str:
+        """Keys samples and batches (see the module docstring)."""
+        return f"{self.sampling.method}-{self.utility.learner}-{_digest(self.sampling_identity(dataset_id))}"
+
+    def run_identity(self, dataset_id: str) -> dict:
+        return {"sampling": self.sampling_id(dataset_id), "samples": self.sampling.samples,
+                "amortization": self.amortization.model_dump()}
+
+    def run_id(self, dataset_id: str) -> str:
+        """Keys estimates, networks and MLflow runs: sampling identity + budget + network."""
+        return f"{self.sampling_id(dataset_id)}-m{self.sampling.samples}-{_digest(self.run_identity(dataset_id))[:6]}"
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+PARTS = ("inputs", "utility", "sampling", "amortization")
+# Flat option name -> its part ("" for run-level options). Names are unique across parts.
+OPTION_PARTS: dict[str, str] = {
+    **{name: part for part in PARTS for name in RunConfig.model_fields[part].annotation.model_fields},
+    **{name: "" for name in RunConfig.model_fields if name not in PARTS},
+}
+assert len(OPTION_PARTS) == sum(len(RunConfig.model_fields[p].annotation.model_fields) for p in PARTS) + \
+    len(RunConfig.model_fields) - len(PARTS), "option names must be unique across parts"
+
+
+def option_fields() -> dict[str, Any]:
+    """Flat option name -> pydantic FieldInfo (type, default, description)."""
+    fields: dict[str, Any] = {}
+    for name, part in OPTION_PARTS.items():
+        model = RunConfig.model_fields[part].annotation if part else RunConfig
+        fields[name] = model.model_fields[name]
+    return fields
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, naming the option as the CLI spells it."""
+    lines = []
+    for problem in error.errors():
+        location = [str(p) for p in problem["loc"] if str(p) not in PARTS]
+        flag = "--" + location[-1].replace("_", "-") if location else "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+        if problem["type"] == "extra_forbidden":
+            message = "unknown option"
+        lines.append(f"{flag}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def _digest(identity: dict) -> str:
+    text = json.dumps(identity, sort_keys=True, default=_json_number)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("non-finite value in an identity")
+    return str(value)

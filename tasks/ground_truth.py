@@ -3,7 +3,7 @@
 Exact semivalues need 2^n fits; beyond n ~ 16 the reference is a Monte Carlo estimate
 with so many samples that its own error is small next to the estimators it judges. It
 uses the pipeline's own utility, samplers and row contract (value of a sample =
-``weight * delta``, every draw from ``batch_rng(seed, batch)``), so it estimates exactly
+``weight * delta``, unit u drawn from ``unit_rng(seed, u)``), so it estimates exactly
 the semivalue a run estimates, and it is stored once per id (``data/truth_store.py``).
 
 Cost, in fits per sample of every probe (P probes, n points):
@@ -16,9 +16,8 @@ For Shapley both first samplers give each point a sample with the *same* distrib
 (size uniform, then a uniform coalition of that size), so the default picks the cheaper:
 permutation chains unless 2P < n + 1. Other semivalues default to the pipeline's sampler.
 
-**Seed.** With the same seed, sampler and ``batch_fits`` as a run, the truth would
-replay that run's own draws and share its errors: give the truth a seed no judged run
-uses. ``utility_seed`` is the run's seed (it fixes the MLP initialization and XGBoost),
+**Seed.** With the same seed and sampler as a run, the truth would replay that run's
+own draws and share its errors: give the truth a seed no judged run uses. ``utility_seed`` is the run's seed (it fixes the MLP initialization and XGBoost),
 so the truth values the same game.
 
 **Halves.** Each probe also gets the means of its even and of its odd draws: two
@@ -47,13 +46,13 @@ from amortval.data.problem import Problem, load_problem
 from amortval.data.store import ValuationStore
 from amortval.data.truth_store import read_truth, write_truth
 from amortval.errors import ConfigError
-from amortval.models.utility import Utility
-from amortval.tasks.config import DEFAULT_SAMPLER, ValuationConfig
+from amortval.models.utility import LEARNER_NAMES, Utility
+from amortval.tasks.config import DEFAULT_SAMPLER, SamplingConfig
 from amortval.tasks.marginals import cached_utility
 from amortval.tasks.metrics import nmse, pearson
 from amortval.tasks.progress import BatchProgress
 from amortval.tasks.runtime import pin_threads
-from amortval.tasks.samplers import Sampler, batch_rng, make_sampler
+from amortval.tasks.samplers import Sampler, make_sampler, plan_segments
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.semivalues import size_distribution
 
@@ -63,8 +62,8 @@ class TruthSpec:
     """What a ground truth estimates and how; with the data it determines the truth id.
 
     ``probes`` are training-point indices (kept sorted and unique). ``sampler`` None
-    picks by cost (module docstring). ``batch_fits`` sizes batches, and so which draws
-    a batch makes: it is part of the id, the worker count is not.
+    picks by cost (module docstring). ``batch_fits`` sizes batches only: like the worker
+    count it changes no draw and is not part of the id.
     """
 
     probes: tuple[int, ...]
@@ -86,12 +85,15 @@ class TruthSpec:
         if self.samples < 2:
             raise ConfigError(f"a ground truth needs >= 2 samples per probe (two halves), got {self.samples}")
         object.__setattr__(self, "probes", probes)
-        self.valuation_config()  # validates learner, method, sampler, alpha/beta, knn_k
+        self.sampling_config()  # validates method, sampler, alpha/beta
+        if self.learner not in LEARNER_NAMES:
+            raise ConfigError(f"unknown learner {self.learner!r}; choose one of {', '.join(LEARNER_NAMES)}")
 
-    def valuation_config(self) -> ValuationConfig:
-        return ValuationConfig(learner=self.learner, method=self.method, sampler=self.sampler,
-                               samples=self.samples, seed=self.seed, alpha=self.alpha,
-                               beta=self.beta, batch_fits=self.batch_fits, knn_k=self.knn_k)
+    def sampling_config(self) -> SamplingConfig:
+        from amortval.tasks.config import RunConfig
+
+        return RunConfig.from_options(method=self.method, sampler=self.sampler, seed=self.seed,
+                                      alpha=self.alpha, beta=self.beta).sampling
 
     def resolved(self, n: int) -> TruthSpec:
         """The spec for a problem of n points: probes checked, sampler chosen."""
@@ -105,6 +107,7 @@ class TruthSpec:
     def to_dict(self) -> dict:
         """Fields that change results; ``knn_k`` only for the KNN learner (as in runs)."""
         raw = {**dataclasses.asdict(self), "probes": list(self.probes)}
+        del raw["batch_fits"]
         if self.learner != "knn":
             del raw["knn_k"]
         return raw
@@ -120,8 +123,8 @@ def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
     """The sampler of a resolved spec for a problem of n points."""
     if spec.sampler == "independent":
         pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta)
-        return IndependentSampler(n, spec.samples, pmf, spec.batch_fits, points=np.asarray(spec.probes))
-    return make_sampler(spec.valuation_config(), n)
+        return IndependentSampler(n, pmf, points=np.asarray(spec.probes))
+    return make_sampler(spec.sampling_config(), n)
 
 
 class TruthRows(NamedTuple):
@@ -134,16 +137,16 @@ class TruthRows(NamedTuple):
     n_fallbacks: int
 
 
-def truth_batch(utility: Utility, spec: TruthSpec, batch: int) -> TruthRows:
-    """One batch of a resolved spec, reduced to the probes' rows."""
-    out = truth_sampler(spec, utility.n).run(utility, batch, batch_rng(spec.seed, batch))
+def truth_batch(utility: Utility, spec: TruthSpec, units: range) -> TruthRows:
+    """One batch (a range of units) of a resolved spec, reduced to the probes' rows."""
+    out = truth_sampler(spec, utility.n).run(utility, units, spec.seed)
     keep = np.isin(out.point, spec.probes)
     return TruthRows(out.point[keep], out.draw[keep], (out.weight * out.delta)[keep],
                      out.n_fits, out.n_fallbacks)
 
 
-def _truth_batch_worker(problem_path: str, spec: TruthSpec, batch: int) -> TruthRows:
-    return truth_batch(cached_utility(problem_path, spec.learner, spec.utility_seed, spec.knn_k), spec, batch)
+def _truth_batch_worker(problem_path: str, spec: TruthSpec, units: range) -> TruthRows:
+    return truth_batch(cached_utility(problem_path, spec.learner, spec.utility_seed, spec.knn_k), spec, units)
 
 
 def summarize_draws(point: np.ndarray, draw: np.ndarray, value: np.ndarray,
@@ -174,17 +177,17 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int,
     started = time.perf_counter()
     problem = load_problem(str(problem_path))
     spec = spec.resolved(problem.n)
-    n_batches = truth_sampler(spec, problem.n).n_batches
-    tracker = BatchProgress(total=n_batches, log=progress) if progress else None
+    segments = plan_segments(truth_sampler(spec, problem.n), spec.samples, spec.batch_fits)
+    tracker = BatchProgress(total=len(segments), log=progress) if progress else None
     if workers == 1:
         utility = cached_utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
-        results = (truth_batch(utility, spec, b) for b in range(n_batches))
+        results = (truth_batch(utility, spec, units) for units in segments)
         parts = _collect(results, tracker)
     else:
         # spawn: a forked child deadlocks in OpenMP after XGBoost ran in the parent.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=pin_threads) as pool:
-            results = pool.map(_truth_batch_worker, repeat(str(problem_path)), repeat(spec), range(n_batches))
+            results = pool.map(_truth_batch_worker, repeat(str(problem_path)), repeat(spec), segments)
             parts = _collect(results, tracker)
     frame = summarize_draws(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("point", "draw", "value")),
                             spec.probes)

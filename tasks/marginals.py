@@ -1,8 +1,9 @@
-"""One unit of Prefect work: evaluate one batch of marginal contributions.
+"""One unit of Prefect work: evaluate one batch (a range of Monte Carlo units).
 
-A task receives a small spec (run id, batch index, path of the encoded problem, config)
-rather than arrays, loads the problem once per process, and returns sample rows for the
-flow process to commit: workers never touch the store, so DuckDB keeps a single writer.
+A task receives a small spec (sampling id, unit range, path of the encoded problem, the
+utility and sampling settings) rather than arrays, loads the problem once per process,
+and returns sample rows for the flow process to commit: workers never touch the store,
+so DuckDB keeps a single writer.
 """
 
 from __future__ import annotations
@@ -15,51 +16,56 @@ import polars as pl
 
 from amortval.data.problem import load_problem
 from amortval.models.utility import Utility, make_utility
-from amortval.tasks.config import ValuationConfig
+from amortval.tasks.config import SamplingConfig, UtilityConfig
 from amortval.tasks.runtime import pin_threads
-from amortval.tasks.samplers import batch_rng, make_sampler
+from amortval.tasks.samplers import make_sampler
+from amortval.tasks.streams import int_seed
 
 
 @dataclass(frozen=True)
 class BatchSpec:
-    run_id: str
-    batch: int
+    sampling_id: str
+    start: int  # first unit
+    stop: int  # one past the last unit
     problem_path: str
-    config: ValuationConfig
+    utility: UtilityConfig
+    sampling: SamplingConfig
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    run_id: str
-    batch: int
+    sampling_id: str
+    start: int
+    stop: int
     samples: pl.DataFrame  # point, draw, cardinality, delta, weight, status
     n_fits: int
     n_fallbacks: int
     seconds: float
 
 
+def learner_seed(seed: int) -> int:
+    """The utility learner's seed (its fixed initialization), from the run seed's own stream."""
+    return int_seed(seed, "learner") % 2**31
+
+
 @functools.lru_cache(maxsize=8)
 def cached_utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
-    # One utility per process and problem: learners precompute tensors/DMatrices once.
-    return make_utility(learner, load_problem(problem_path), seed, knn_k=knn_k)
-
-
-def plan_batches(config: ValuationConfig, n_points: int) -> int:
-    """How many batches the run has; the plan is a pure function of config and n."""
-    return make_sampler(config, n_points).n_batches
+    """One utility per process and problem: learners precompute tensors/DMatrices once.
+    ``seed`` is the run seed."""
+    return make_utility(learner, load_problem(problem_path), learner_seed(seed), knn_k=knn_k)
 
 
 def evaluate_batch(spec: BatchSpec) -> BatchResult:
-    """Draw the batch's coalitions from (seed, batch) and evaluate their marginals."""
+    """Evaluate the units [start, stop), each from its own stream."""
     pin_threads()  # a no-op after the first call; worker processes (Dask) start unpinned
     start = time.perf_counter()
-    config = spec.config
-    utility = cached_utility(spec.problem_path, config.learner, config.seed, config.knn_k)
-    sampler = make_sampler(config, utility.n)
-    out = sampler.run(utility, spec.batch, batch_rng(config.seed, spec.batch))
+    utility = cached_utility(spec.problem_path, spec.utility.learner, spec.sampling.seed, spec.utility.knn_k)
+    sampler = make_sampler(spec.sampling, utility.n)
+    out = sampler.run(utility, range(spec.start, spec.stop), spec.sampling.seed)
     return BatchResult(
-        run_id=spec.run_id,
-        batch=spec.batch,
+        sampling_id=spec.sampling_id,
+        start=spec.start,
+        stop=spec.stop,
         samples=out.to_frame(),
         n_fits=out.n_fits,
         n_fallbacks=out.n_fallbacks,

@@ -7,6 +7,10 @@ the store folder (it is the only thing written before validation, and it is vali
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +21,10 @@ from amortval.data.encoding import TabularEncoder, build_problem
 from amortval.data.problem import Problem
 from amortval.data.tabular import TabularData, load_training_data
 from amortval.errors import ConfigError
+from amortval.tasks.config import InputsConfig
 
-DEFAULT_STORE = "amortval-store"
 STORE_FILE = "amortval.duckdb"
+MODEL_PREFIX = "amortval-"
 
 
 @dataclass(frozen=True)
@@ -35,24 +40,39 @@ class Inputs:
         column = self.data.mislabeled_column
         return frame.drop(column, strict=False) if column else frame
 
+    @property
+    def schema(self) -> dict:
+        """What the data looks like to a model: raw columns with types, target, classes."""
+        return {"columns": self.encoder.input_schema(), "target": self.data.target,
+                "classes": [repr(c) for c in self.encoder.classes], "allow_missing": self.data.allow_missing}
 
-def load_inputs(
-    data: str | None,
-    target: str | None,
-    *,
-    valid: str | None,
-    valid_fraction: float,
-    seed: int,
-    mislabeled_column: str | None,
-    store: str | Path,
-    allow_missing: bool = False,
-    encode: bool = True,
-) -> Inputs:
-    """Read, validate and encode; with ``data=None`` use the demo (known flipped labels).
+    @functools.cached_property
+    def dataset_id(self) -> str:
+        """Content *and* schema: renamed columns or other label types are another dataset."""
+        text = json.dumps({"content": self.problem.fingerprint, "schema": self.schema}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def dataset_name(self) -> str:
+        """The data file's stem ("demo" for the built-in dataset)."""
+        return "demo" if self.source == "demo" else Path(self.source).stem
+
+
+def default_model_name(dataset_name: str) -> str:
+    """``amortval-<data file stem>``, reduced to the characters every MLflow backend takes."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset_name).strip("-.") or "data"
+    return f"{MODEL_PREFIX}{stem}"[:100]
+
+
+def load_inputs(options: InputsConfig, *, seed: int, store: str | Path) -> Inputs:
+    """Read, validate and encode; without ``options.data`` use the demo (known flipped labels).
 
     ``allow_missing`` imputes null/NaN features (see ``data/encoding.py``) instead of
     refusing them; ``encode=False`` refuses string columns instead of one-hot encoding.
     """
+    data, target, valid = options.data, options.target, options.valid
+    mislabeled_column, valid_fraction = options.mislabeled_column, options.valid_fraction
+    allow_missing, encode = options.allow_missing, options.encode
     if data is None:
         if valid is not None or target not in (None, DEMO_TARGET):
             raise ConfigError("--target and --valid need --data (without --data the built-in demo is used)")
@@ -81,7 +101,8 @@ def load_inputs(
 
 
 def store_paths(store: str | Path) -> dict[str, Path]:
-    root = Path(store).resolve()
+    """Every file of a store lives under its folder (so the folder can be moved)."""
+    root = Path(store).expanduser().resolve()
     return {
         "root": root,
         "duckdb": root / STORE_FILE,

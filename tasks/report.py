@@ -22,10 +22,11 @@ from amortval.data.tabular import TabularData
 from amortval.models.utility import STATUS_NAMES
 from amortval.tasks import plots
 from amortval.tasks.amortize import AmortizationResult
-from amortval.tasks.config import ValuationConfig
+from amortval.tasks.config import RunConfig
 from amortval.tasks.knn_shapley import knn_shapley
 from amortval.tasks.metrics import mislabeled_auprc, mislabeled_auroc, pearson, truth_metrics
 from amortval.tasks.removal import curation_gain, removal_curves
+from amortval.tasks.marginals import learner_seed
 from amortval.tasks.prepare import Inputs
 
 
@@ -68,11 +69,14 @@ def values_table(
     return pl.concat([train, valid], how="diagonal").sort("row")
 
 
-def run_params(run_id: str, inputs: Inputs, config: ValuationConfig) -> dict:
-    """What MLflow shows as the run's parameters: the data, its shape, and the config."""
+def run_params(plan, inputs: Inputs) -> dict:
+    """What MLflow shows as the run's parameters: the data, its shape, and the config
+    (nested parts flattened by the tracking module: ``sampling.samples``)."""
     problem = inputs.problem
     return {
-        "run_id": run_id,
+        "run_id": plan.run_id,
+        "sampling_id": plan.sampling_id,
+        "dataset_id": plan.dataset_id,
         "data": inputs.source,
         "valid": inputs.valid_source or f"split of data ({len(problem.y_valid)} rows)",
         "target": inputs.data.target,
@@ -82,7 +86,7 @@ def run_params(run_id: str, inputs: Inputs, config: ValuationConfig) -> dict:
         "n_classes": problem.n_classes,
         "allow_missing": inputs.data.allow_missing,
         "encode": inputs.data.encode,
-        **config.to_dict(),
+        **plan.config.model_dump(mode="json", exclude={"inputs", "workers", "runner", "out", "store"}),
     }
 
 
@@ -135,7 +139,7 @@ def summary_metrics(table: pl.DataFrame) -> dict[str, float]:
 REMOVAL_FRACTIONS = np.round(np.arange(0.0, 0.51, 0.05), 2)
 
 
-def quality_report(inputs: Inputs, config: ValuationConfig, table: pl.DataFrame) -> tuple[dict[str, float], dict[str, Figure]]:
+def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tuple[dict[str, float], dict[str, Figure]]:
     """Downstream quality, when something to measure it against exists.
 
     - Known label errors (``--mislabeled-column``): point removal (retrain without the
@@ -153,20 +157,26 @@ def quality_report(inputs: Inputs, config: ValuationConfig, table: pl.DataFrame)
     estimators = {"reported": train["value"].to_numpy(), "network": train["amortized_value"].to_numpy(),
                   "monte_carlo": train["mc_value"].to_numpy()}
     if "mislabeled" in train.columns:
-        curves = {name: removal_curves(problem, config.learner, values, REMOVAL_FRACTIONS, seed=config.seed,
-                                       knn_k=config.knn_k)
+        learner, seed, knn_k = config.utility.learner, learner_seed(config.sampling.seed), config.utility.knn_k
+        curves = {name: removal_curves(problem, learner, values, REMOVAL_FRACTIONS, seed=seed, knn_k=knn_k)
                   for name, values in estimators.items() if name != "network"}
         figures["point_removal"] = plots.removal_curves_figure(curves)
         for name, curve in curves.items():
             metrics[f"removal_low10_accuracy_{name}"] = float(curve["low_removed"][2])  # 10% removed
-        gain = curation_gain(problem, config.learner, estimators["reported"] >= 0, seed=config.seed, knn_k=config.knn_k)
+        gain = curation_gain(problem, learner, estimators["reported"] >= 0, seed=seed, knn_k=knn_k)
         metrics.update({"curation_accuracy_all": gain["all"], "curation_accuracy_kept": gain["kept"],
                         "curation_gain": gain["gain"], "curation_kept": float(gain["n_kept"])})
-    if config.learner == "knn" and config.method == "shapley":
-        truth = knn_shapley(problem, config.knn_k)
+    if config.utility.learner == "knn" and config.sampling.method == "shapley":
+        truth = knn_shapley(problem, config.utility.knn_k)
         for name, values in estimators.items():
             metrics.update({f"truth_{key}_{name}": v for key, v in truth_metrics(values, truth).items()})
     return metrics, figures
+
+
+def export_values(values_path: str | Path, out: str | None) -> None:
+    """Copy the run's values table to ``--out`` (atomically), when asked for."""
+    if out:
+        write_parquet(pl.read_parquet(values_path), out)
 
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:

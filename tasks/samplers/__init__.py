@@ -1,22 +1,59 @@
-"""Monte Carlo samplers of marginal contributions (see base.py for the row contract)."""
+"""Monte Carlo samplers of marginal contributions (see base.py for the unit contract)."""
 
 from __future__ import annotations
 
-from amortval.tasks.config import ValuationConfig
-from amortval.tasks.samplers.base import SampleBatch, Sampler, batch_rng
+import math
+
+from amortval.tasks.config import SamplingConfig
+from amortval.tasks.samplers.base import SampleBatch, Sampler, unit_rng
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.samplers.msr import MSRSampler
 from amortval.tasks.samplers.permutation import PermutationSampler
 from amortval.tasks.semivalues import size_distribution
 
-__all__ = ["SampleBatch", "Sampler", "batch_rng", "make_sampler"]
+__all__ = ["SampleBatch", "Sampler", "unit_rng", "make_sampler", "plan_segments"]
 
 
-def make_sampler(config: ValuationConfig, n: int) -> Sampler:
-    """The sampler the config names, sized so a batch is about ``batch_fits`` fits."""
-    if config.sampler == "msr":
-        return MSRSampler(n, config.samples, config.batch_fits)
-    pmf = size_distribution(config.method, n - 1, alpha=config.alpha, beta=config.beta)
-    if config.sampler == "permutation":
-        return PermutationSampler(n, config.samples, pmf, config.batch_fits)
-    return IndependentSampler(n, config.samples, pmf, config.batch_fits)
+def make_sampler(sampling: SamplingConfig, n: int) -> Sampler:
+    """The sampler the config names, for a training set of n points."""
+    if sampling.sampler_name == "msr":
+        return MSRSampler(n)
+    pmf = size_distribution(sampling.method, n - 1, alpha=sampling.alpha, beta=sampling.beta)
+    if sampling.sampler_name == "permutation":
+        return PermutationSampler(n, pmf)
+    return IndependentSampler(n, pmf)
+
+
+def plan_segments(sampler: Sampler, samples: int, batch_fits: int,
+                  done: list[tuple[int, int]] = ()) -> list[range]:
+    """Unit ranges still to evaluate for a budget of ``samples``, each about ``batch_fits`` fits.
+
+    ``done`` holds the (start, stop) unit ranges already stored (any grouping, from any
+    earlier budget or batch size): only the units of [0, n_units) not covered are planned,
+    cut at multiples of the batch size so a re-run plans the same batches.
+    """
+    per_batch = max(1, int(batch_fits // sampler.fits_per_unit))
+    total = sampler.n_units(samples)
+    covered = sorted((int(a), int(b)) for a, b in done)
+    gaps, cursor = [], 0
+    for start, stop in covered:
+        if start > cursor:
+            gaps.append((cursor, min(start, total)))
+        cursor = max(cursor, stop)
+        if cursor >= total:
+            break
+    if cursor < total:
+        gaps.append((cursor, total))
+    segments = []
+    for start, stop in gaps:
+        edge = start
+        while edge < stop:
+            cut = min(stop, (edge // per_batch + 1) * per_batch)
+            segments.append(range(edge, cut))
+            edge = cut
+    return [s for s in segments if len(s)]
+
+
+def n_batches(sampler: Sampler, samples: int, batch_fits: int) -> int:
+    """Batches of a fresh run of budget ``samples``."""
+    return math.ceil(sampler.n_units(samples) / max(1, int(batch_fits // sampler.fits_per_unit)))

@@ -1,9 +1,16 @@
-"""What every sampler returns, and how a batch gets its random stream.
+"""What every sampler returns, and the unit contract that makes budgets extend.
 
-A sampler turns a batch index into utility evaluations and sample rows. Each row is one
-noisy sample of a point's value: ``weight * delta`` is unbiased for phi_i. Rows carry the
-draw number (the j-th sample of that point, used to hold out a share of each point's
-samples) and the coalition size, so semivalues can be re-weighted from stored rows.
+A sampler's work is a sequence of **units** (a permutation chain, a shared subset, one
+independent coalition). Unit u draws only from its own stream ``units_rng(seed, u)``, so
+its samples are a pure function of the sampling identity and u: how units are grouped
+into batches, which worker runs them and in what order change nothing. The units of a
+budget of m samples per point are the first ``n_units(m)`` units, and their rows are
+exactly the rows with ``draw < m``: a larger budget is a superset of a smaller one.
+
+Each row is one noisy sample of a point's value: ``weight * delta`` is unbiased for
+phi_i. Rows carry the draw number (the j-th sample of that point, used to hold out a
+share of each point's samples) and the coalition size, so semivalues can be re-weighted
+from stored rows.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ import numpy as np
 import polars as pl
 
 from amortval.models.utility import STATUS_NAMES, Utility
+from amortval.tasks.streams import stream
 
 
-def batch_rng(seed: int, batch: int) -> np.random.Generator:
-    """The batch's own stream: results do not depend on worker count or order."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(batch,)))
+def unit_rng(seed: int, unit: int) -> np.random.Generator:
+    """Unit u's own stream (``tasks/streams.py``, purpose ``units``)."""
+    return stream(seed, "units", unit)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,12 @@ def sample_status(status_without: np.ndarray, status_with: np.ndarray) -> np.nda
 
 
 class Sampler(Protocol):
-    n_batches: int
+    fits_per_unit: float  # utility evaluations per unit, for sizing batches and plans
 
-    def run(self, utility: Utility, batch: int, rng: np.random.Generator) -> SampleBatch: ...
+    def n_units(self, samples: int) -> int:
+        """Units that give every sampled point ``samples`` draws (a prefix of any larger budget's)."""
+        ...
+
+    def run(self, utility: Utility, units: range, seed: int) -> SampleBatch:
+        """Evaluate units ``units`` (consecutive), each from ``unit_rng(seed, u)``."""
+        ...

@@ -5,30 +5,29 @@ evaluated once. For point i, ``2 (v(S) - c) * (+1 if i in S else -1)`` is an unb
 sample of phi_i = E[v | i in S] - E[v | i not in S] for any constant c; centring on
 c = v(D) removes most of the variance the raw utility level would add. The row stores
 ``delta = v(S) - c`` and ``weight = +-2``, and the coalition size |S \\ {i}|.
+Unit = subset = draw: subset j is every point's j-th sample.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from amortval.models.utility import Utility
-from amortval.tasks.samplers.base import SampleBatch
+from amortval.tasks.samplers.base import SampleBatch, unit_rng
 
 
 class MSRSampler:
-    def __init__(self, n: int, samples: int, batch_fits: int):
+    def __init__(self, n: int):
         self.n = n
-        self.samples = samples
-        self.subsets_per_batch = max(1, batch_fits)
-        self.n_batches = math.ceil(samples / self.subsets_per_batch)
+        self.fits_per_unit = 1.0
 
-    def run(self, utility: Utility, batch: int, rng: np.random.Generator) -> SampleBatch:
+    def n_units(self, samples: int) -> int:
+        return samples
+
+    def run(self, utility: Utility, units: range, seed: int) -> SampleBatch:
         n = self.n
-        start = batch * self.subsets_per_batch
-        draws = np.arange(start, min(self.samples, start + self.subsets_per_batch))
-        masks = rng.random((len(draws), n)) < 0.5
+        draws = np.arange(units.start, units.stop)
+        masks = np.stack([unit_rng(seed, int(u)).random(n) < 0.5 for u in draws])
         values, status = utility.evaluate(masks)
         centre = utility.full_value()
         sizes = masks.sum(axis=1)

@@ -4,36 +4,32 @@ A chain draws a permutation and evaluates v on its n+1 prefixes; point pi[j] get
 sample v(pi[:j+1]) - v(pi[:j]) with coalition size j. Every point gets one sample per
 chain for n+1 fits, versus 2 fits per sample with independent coalitions. Size j is
 uniform on {0..n-1}, which is exactly Shapley; other semivalues re-weight by n p(j).
+Unit = chain = draw: chain j is every point's j-th sample.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from amortval.models.utility import Utility
-from amortval.tasks.samplers.base import SampleBatch, sample_status
+from amortval.tasks.samplers.base import SampleBatch, sample_status, unit_rng
 from amortval.tasks.semivalues import permutation_weights
 
 
 class PermutationSampler:
-    def __init__(self, n: int, samples: int, size_pmf: np.ndarray, batch_fits: int):
+    def __init__(self, n: int, size_pmf: np.ndarray):
         self.n = n
-        self.samples = samples
-        self.chains_per_batch = max(1, batch_fits // (n + 1))
-        self.n_batches = math.ceil(samples / self.chains_per_batch)
+        self.fits_per_unit = float(n + 1)
         self.weights = permutation_weights(size_pmf)
 
-    def chains(self, batch: int) -> range:
-        start = batch * self.chains_per_batch
-        return range(start, min(self.samples, start + self.chains_per_batch))
+    def n_units(self, samples: int) -> int:
+        return samples
 
-    def run(self, utility: Utility, batch: int, rng: np.random.Generator) -> SampleBatch:
+    def run(self, utility: Utility, units: range, seed: int) -> SampleBatch:
         n = self.n
         parts: list[SampleBatch] = []
-        for chain in self.chains(batch):
-            perm = rng.permutation(n)
+        for chain in units:
+            perm = unit_rng(seed, chain).permutation(n)
             values, status = utility.evaluate_prefixes(perm)
             size = np.arange(n)
             parts.append(

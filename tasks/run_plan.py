@@ -1,0 +1,80 @@
+"""What a valuation run is before any work: its identities, files, budget and pending batches.
+
+Plain functions over the store (no Prefect): the flow sequences them. The plan is a pure
+function of the config and the data, so a re-run of the same command plans the same
+run, and only the batches without a done-marker are computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from amortval.data.store import ValuationStore
+from amortval.errors import ConfigError
+from amortval.tasks.config import RunConfig
+from amortval.tasks.prepare import Inputs, default_model_name, store_paths
+from amortval.tasks.samplers import Sampler, make_sampler, plan_segments
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: RunConfig
+    dataset_id: str
+    sampling_id: str
+    run_id: str
+    model_name: str
+    paths: dict[str, Path]
+    problem_path: Path
+    n_points: int
+    n_units: int  # Monte Carlo units of the budget: units [0, n_units) are the run's samples
+    sampler: Sampler
+
+    @property
+    def experiment(self) -> str:
+        """One MLflow experiment per registered model (so per dataset by default)."""
+        return self.model_name
+
+    @property
+    def values_path(self) -> Path:
+        return self.paths["values"] / f"{self.run_id}.parquet"
+
+
+def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
+    """Identities and files of the run; writes the encoded problem for the workers."""
+    paths = store_paths(config.store)
+    dataset_id = inputs.dataset_id
+    problem_path = inputs.problem.save(paths["problems"] / f"{dataset_id}.npz")
+    sampler = make_sampler(config.sampling, inputs.problem.n)
+    return RunPlan(
+        config=config, dataset_id=dataset_id, sampling_id=config.sampling_id(dataset_id),
+        run_id=config.run_id(dataset_id), model_name=config.model_name or default_model_name(inputs.dataset_name),
+        paths=paths, problem_path=problem_path, n_points=inputs.problem.n,
+        n_units=sampler.n_units(config.sampling.samples), sampler=sampler,
+    )
+
+
+def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
+    """Record the dataset, the sampling and the run; the run's stored status ('new' if none)."""
+    db.register_dataset(plan.dataset_id, inputs.dataset_name, inputs.source, inputs.problem.n,
+                        inputs.problem.n_features, inputs.schema)
+    config = plan.config
+    sampling = {**config.sampling_identity(plan.dataset_id), "n_points": plan.n_points}
+    return db.begin_run(plan.run_id, plan.sampling_id, plan.dataset_id, config.model_dump(mode="json"),
+                        config.sampling.samples, sampling, plan.n_points)
+
+
+def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> list[range]:
+    """Unit ranges of the budget not yet stored, each about ``batch_fits`` fits.
+
+    ``stored_only`` (re-amortizing a run) refuses a plan that would need new fits.
+    """
+    todo = plan_segments(plan.sampler, plan.config.sampling.samples, plan.config.sampling.batch_fits,
+                         db.done_segments(plan.sampling_id))
+    if stored_only and todo:
+        missing = sum(len(r) for r in todo)
+        raise ConfigError(
+            f"run {plan.run_id} needs {missing:,} Monte Carlo units that are not stored "
+            f"({plan.n_units - missing:,} of {plan.n_units:,} are); re-amortizing runs no fits: finish the "
+            "sampling with `amortval value` and the same options first")
+    return todo
