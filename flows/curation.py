@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 
 from amortval.data.store import ValuationStore
 from amortval.data.tabular import read_table
+from amortval.errors import ModelNotFoundError
 from amortval.tasks import tracking
 from amortval.tasks.config import RunConfig
 from amortval.tasks.curate import CurationRule, curation_metrics, select
@@ -45,6 +46,9 @@ def curate_dataset(
     paths = store_paths(store)
     uri = tracking.tracking_uri(paths["root"])
     ignore = [mislabeled_column] if mislabeled_column else []
+    if not paths["duckdb"].exists():
+        raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
+                                 "first, or pass the --store it used")
     with ValuationStore(paths["duckdb"]) as db:
         chosen = choose_model(db, uri, frame.columns, name=model_name, alias=alias, version=model_version,
                               ignore=ignore)

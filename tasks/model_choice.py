@@ -47,6 +47,11 @@ def choose_model(db: ValuationStore, uri: str, columns: Sequence[str], *, name: 
         have = set(columns) - set(ignore)
         matches = [model for model, cols in schemas.items() if set(cols) == have]
         listing = "; ".join(f"{model}: {', '.join(cols)}" for model, cols in schemas.items()) or "none"
+        if not schemas:
+            raise ModelNotFoundError("no valuation model is registered in this store yet; run `amortval value` first")
+        if not matches and len(schemas) == 1:
+            # One candidate: its schema check names exactly what differs (a missing or retyped column).
+            matches = list(schemas)
         if not matches:
             raise ModelNotFoundError(
                 f"no registered valuation model was trained on these columns ({', '.join(sorted(have))}); "
@@ -54,6 +59,6 @@ def choose_model(db: ValuationStore, uri: str, columns: Sequence[str], *, name: 
         if len(matches) > 1:
             raise ModelNotFoundError(
                 f"several registered models match these columns: {', '.join(matches)}; pass --model-name")
-        name, how = matches[0], "matched by columns"
+        name, how = matches[0], "the store's model for these columns"
     model, uri_loaded, loaded_version = tracking.load_registered_model(uri, name, alias, version)
     return ChosenModel(model, name, uri_loaded, loaded_version, how)

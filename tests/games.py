@@ -65,3 +65,14 @@ def random_game(n: int, seed: int, *, null_player: int | None = None, symmetric:
         swapped = swapped & ~((1 << a) | (1 << b)) | (has_a << b) | (has_b << a)
         table = (table + table[swapped]) / 2
     return TableGame(table)
+
+
+def run_sampler(game, samples: int, *, seed: int = 0, batch_fits: int = 64, **options):
+    """Every unit of a budget, evaluated in-process batch by batch; one SampleBatch."""
+    from amortval.tasks.config import RunConfig
+    from amortval.tasks.samplers import make_sampler, plan_segments
+    from amortval.tasks.samplers.permutation import concat
+
+    sampling = RunConfig.from_options(samples=samples, seed=seed, batch_fits=batch_fits, **options).sampling
+    sampler = make_sampler(sampling, game.n)
+    return concat([sampler.run(game, units, seed) for units in plan_segments(sampler, samples, batch_fits)])

@@ -47,7 +47,7 @@ def wait_for(proc: subprocess.Popen, log: Path, text: bytes, timeout: float = 30
 def sample_count(store: Path) -> tuple[int, int]:
     con = duckdb.connect(str(store / "amortval.duckdb"), read_only=True)
     try:
-        return con.execute("SELECT count(*), count(DISTINCT (run_id, point, draw)) FROM samples").fetchall()[0]
+        return con.execute("SELECT count(*), count(DISTINCT (sampling_id, point, draw)) FROM samples").fetchall()[0]
     finally:
         con.close()
 
@@ -116,7 +116,7 @@ def test_two_runs_started_together_exactly_one_proceeds(data, cli_environment, t
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_flow_run_on_a_held_store_fails_with_our_error(data, tmp_path):
     """Deployments call the flow without the CLI's up-front check: the flow itself refuses."""
-    from amortval.flows.valuation import value_dataset
+    from valuing import value as run_flow
 
     path = tmp_path / "amortval.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -129,7 +129,7 @@ def test_a_flow_run_on_a_held_store_fails_with_our_error(data, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match=rf"in use by process {holder.pid}"):
-            value_dataset(data=str(data / "train.parquet"), valid=str(data / "valid.parquet"), target="label",
+            run_flow(data=str(data / "train.parquet"), valid=str(data / "valid.parquet"), target="label",
                           mislabeled_column="flipped", samples=4, store=str(tmp_path))
     finally:
         holder.stdin.close()
@@ -140,13 +140,13 @@ def test_same_run_twice_in_one_process_is_refused(tmp_path):
     """DuckDB lets one process open a store twice, so the store itself refuses a second claim."""
     path = tmp_path / "s.duckdb"
     with ValuationStore(path) as first, ValuationStore(path) as second:
-        assert first.begin_run("r", "d", {}, 0, 4, 2) == "new"
-        with pytest.raises(RunInProgressError, match="run r is already in progress"):
-            second.begin_run("r", "d", {}, 0, 4, 2)
-        assert second.begin_run("other", "d", {}, 0, 4, 2) == "new"  # other runs are not blocked
-        assert first.begin_run("r", "d", {}, 0, 4, 2) == "running"  # the holder may ask again
+        assert first.begin_run("r", "s", "d", {}, 4, {}, 2) == "new"
+        with pytest.raises(RunInProgressError, match="sampling s is already in progress"):
+            second.begin_run("r2", "s", "d", {}, 8, {}, 2)  # same sampling, larger budget: same draws
+        assert second.begin_run("other", "s-other", "d", {}, 4, {}, 2) == "new"  # other samplings are not blocked
+        assert first.begin_run("r", "s", "d", {}, 4, {}, 2) == "running"  # the holder may ask again
     with ValuationStore(path) as again:  # closed: released; a killed run's 'running' blocks nothing
-        assert again.begin_run("r", "d", {}, 0, 4, 2) == "running"
+        assert again.begin_run("r", "s", "d", {}, 4, {}, 2) == "running"
 
 
 def test_ensure_store_free_writes_nothing(tmp_path):
@@ -172,17 +172,18 @@ REGISTER = textwrap.dedent("""
     net = ValuationNet(encoder.n_encoded, encoder.n_classes, hidden=4, layers=1,
                        generator=torch.Generator().manual_seed(index))
     logged = tracking.log_valuation_run(
-        uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=f"parallel-{index}", params={"index": index},
+        uri=uri, experiment="parallel", run_name=f"parallel-{index}", params={"index": index},
         metrics={"gate_mse_network": 0.1}, history=[], tables={}, figures={},
-        model=ValuationModel(encoder, net, 1.0), input_example=frame.head(2).to_pandas(),
-        registered_name="parallel-net", gate_passed=True, tags={})
-    print("version", logged.model_version, flush=True)
+        model=ValuationModel(encoder, net, 1.0), input_example=frame.head(2).to_pandas(), tags={})
+    registered = tracking.register(uri, "parallel-net", model_uri=logged.model_uri, run_id=logged.run_id,
+                                   model_id=logged.model_id, gate_passed=True, tags={})
+    print("version", registered.version, flush=True)
 """)
 
 
 def register_in_parallel(n: int, tmp_path: Path, figures) -> None:
     uri = tracking.tracking_uri(tmp_path)
-    tracking.init_tracking(uri, tmp_path)  # migrations once, before the parallel clients
+    tracking.init_tracking(uri, tmp_path, "parallel")  # migrations once, before the parallel clients
     began = time.perf_counter()
 
     def register(index: int) -> subprocess.CompletedProcess:

@@ -20,8 +20,9 @@ from mlflow.tracking import MlflowClient
 from amortval.data.problem import Problem
 from amortval.data.store import ValuationStore
 from amortval.models.utility import LEARNER_NAMES, STATUS_NAMES, make_utility
-from amortval.tasks.config import ValuationConfig
-from amortval.tasks.marginals import BatchSpec, evaluate_batch, plan_batches
+from amortval.tasks.config import RunConfig
+from amortval.tasks.marginals import BatchSpec, evaluate_batch
+from amortval.tasks.samplers import make_sampler, plan_segments
 
 EMPTY, ONE_CLASS, MISSING, OK = (STATUS_NAMES.index(s) for s in ("empty", "one_class", "missing_classes", "ok"))
 # Training classes 0,0,0,0,0,1,1,1,1,2,2,2 (majority 0); validation 6x0, 9x1, 15x2, so the
@@ -94,14 +95,16 @@ def expected_statuses(samples: pl.DataFrame, y: np.ndarray, k: int) -> tuple[lis
 def test_statuses_and_fallbacks_are_counted_per_run_in_the_store(learner, tmp_path):
     problem = three_class_problem()
     path = str(problem.save(tmp_path / "problem.npz"))
-    config = ValuationConfig(learner=learner, samples=6, seed=0, batch_fits=2 * (problem.n + 1))
+    config = RunConfig.from_options(learner=learner, samples=6, seed=0, batch_fits=2 * (problem.n + 1))
+    sampler = make_sampler(config.sampling, problem.n)
     with ValuationStore(tmp_path / "store.duckdb") as db:
-        db.begin_run("r", "d", config.to_dict(), 0, problem.n, plan_batches(config, problem.n))
-        for b in range(plan_batches(config, problem.n)):
-            r = evaluate_batch(BatchSpec("r", b, path, config))
-            db.commit_batch("r", b, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks, seconds=r.seconds)
-        samples = db.samples("r").sort("draw", "cardinality")
-        counts, fallbacks = db.status_counts("r"), db.fallback_count("r")
+        db.begin_run("r", "s", "d", config.model_dump(), 6, {}, problem.n)
+        for units in plan_segments(sampler, 6, config.sampling.batch_fits):
+            r = evaluate_batch(BatchSpec("s", units.start, units.stop, path, config.utility, config.sampling))
+            db.commit_batch("s", r.start, r.stop, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks,
+                            seconds=r.seconds)
+        samples = db.samples("s").sort("draw", "cardinality")
+        counts, fallbacks = db.status_counts("s"), db.fallback_count("s")
     statuses, expected_fallbacks = expected_statuses(samples, Y_TRAIN, 3)
     assert samples["status"].to_list() == statuses
     assert counts == dict(Counter(statuses))
@@ -122,13 +125,13 @@ def three_class_files(tmp_path_factory):
 @pytest.mark.parametrize("learner", [pytest.param(name, marks=[] if name == "logreg" else [pytest.mark.slow])
                                      for name in LEARNER_NAMES])
 def test_a_real_run_logs_every_status_count_to_duckdb_and_mlflow(learner, three_class_files, tmp_path, figures):
-    from amortval.flows.valuation import value_dataset
+    from valuing import value
 
-    result = value_dataset(data=str(three_class_files / "train.csv"), valid=str(three_class_files / "valid.csv"),
+    result = value(data=str(three_class_files / "train.csv"), valid=str(three_class_files / "valid.csv"),
                            target="label", learner=learner, samples=6, seed=0, epochs=2, batch_fits=200,
                            store=str(tmp_path))
     with ValuationStore(tmp_path / "amortval.duckdb") as db:
-        counts, fallbacks, stored = db.status_counts(result["run_id"]), db.fallback_count(result["run_id"]), \
+        counts, fallbacks, stored = db.status_counts(result["sampling_id"]), db.fallback_count(result["sampling_id"]), \
             db.metrics(result["run_id"])
     logged = MlflowClient(result["mlflow_uri"]).get_run(result["mlflow_run_id"]).data.metrics
     for status in STATUS_NAMES:

@@ -14,7 +14,7 @@ import pytest
 
 from amortval.data.demo import make_demo
 from amortval.data.store import ValuationStore
-from amortval.flows.valuation import value_dataset
+from valuing import value as run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -32,11 +32,12 @@ def files(tmp_path_factory):
 
 
 def value(files, store, **execution) -> dict:
-    result = value_dataset(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(store),
+    result = run_flow(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(store),
                            **OPTIONS, **execution)
     with ValuationStore(store / "amortval.duckdb") as db:
-        result["stored_samples"] = db.samples(result["run_id"])
-        result["batch_rows"] = db.batches(result["run_id"]).select("batch", "n_samples", "n_fits", "n_fallbacks")
+        result["stored_samples"] = db.samples(result["sampling_id"])
+        result["batch_rows"] = db.batches(result["sampling_id"]).select("unit_start", "n_samples", "n_fits",
+                                                                        "n_fallbacks")
     result["values"] = pl.read_parquet(result["values_path"])
     mlflow.set_tracking_uri(result["mlflow_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{result['model_name']}/{result['model_version']}")
@@ -94,7 +95,7 @@ def test_dask_from_the_command_line_without_a_prefect_server(files, one_thread, 
 
 def test_another_seed_differs(files, one_thread, tmp_path):
     """The identity above is not vacuous: the seed does reach the samples and values."""
-    other = value_dataset(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(tmp_path),
+    other = run_flow(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(tmp_path),
                           **{**OPTIONS, "seed": 4})
     assert other["run_id"] != one_thread["run_id"]
     assert not pl.read_parquet(other["values_path"])["mc_value"].equals(one_thread["values"]["mc_value"])

@@ -14,10 +14,11 @@ from mlflow import MlflowClient
 from amortval.data.demo import make_demo
 from amortval.data.store import ValuationStore
 from amortval.flows.curation import curate_dataset
-from amortval.flows.valuation import value_dataset
-from amortval.tasks.config import AmortizationConfig, ValuationConfig
+from amortval.tasks.config import RunConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch
 from amortval.tasks.prepare import load_inputs, store_paths
+from amortval.tasks.run_plan import begin, pending, plan_run
+from valuing import value
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -38,7 +39,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def valued(files, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    result = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
+    result = value(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
     return store, result
 
 
@@ -46,16 +47,16 @@ def test_store_holds_every_sample_and_estimate(valued):
     store, result = valued
     con = duckdb.connect(str(store_paths(store)["duckdb"]), read_only=True)
     try:
-        run = result["run_id"]
-        n, distinct = con.execute("SELECT count(*), count(DISTINCT (point, draw)) FROM samples WHERE run_id = ?", [run]).fetchone()
+        run, sampling = result["run_id"], result["sampling_id"]
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT (point, draw)) FROM samples WHERE sampling_id = ?", [sampling]).fetchone()
         assert n == distinct == N_TRAIN * SAMPLES
-        orphans = con.execute("SELECT count(*) FROM samples s ANTI JOIN batches b USING (run_id, batch) WHERE s.run_id = ?", [run]).fetchone()[0]
+        orphans = con.execute("SELECT count(*) FROM samples s ANTI JOIN batches b USING (sampling_id, unit_start) WHERE s.sampling_id = ?", [sampling]).fetchone()[0]
         assert orphans == 0
         per_source = dict(con.execute("SELECT source, count(*) FROM estimates WHERE run_id = ? GROUP BY source", [run]).fetchall())
         assert per_source == {"monte_carlo": N_TRAIN, "amortized": N_TRAIN, "combined": N_TRAIN}
         assert con.execute("SELECT status FROM runs WHERE run_id = ?", [run]).fetchone()[0] == "completed"
         # The stored estimate is exactly the mean of the stored samples.
-        mc = con.execute("SELECT point, avg(weight * delta) FROM samples WHERE run_id = ? GROUP BY point ORDER BY point", [run]).fetchall()
+        mc = con.execute("SELECT point, avg(weight * delta) FROM samples WHERE sampling_id = ? GROUP BY point ORDER BY point", [sampling]).fetchall()
         est = con.execute("SELECT point, value FROM estimates WHERE run_id = ? AND source = 'monte_carlo' ORDER BY point", [run]).fetchall()
         np.testing.assert_allclose([v for _, v in mc], [v for _, v in est])
     finally:
@@ -70,7 +71,9 @@ def test_mlflow_run_model_version_and_alias(valued):
     store, result = valued
     client = MlflowClient(result["mlflow_uri"])
     run = client.get_run(result["mlflow_run_id"])
-    assert run.data.params["learner"] == "logreg" and run.data.params["method"] == "shapley"
+    assert run.data.params["utility.learner"] == "logreg" and run.data.params["sampling.method"] == "shapley"
+    assert run.data.tags["amortval.run_id"] == result["run_id"] and result["experiment"] == "amortval-train"
+    assert client.get_experiment(run.info.experiment_id).name == result["model_name"] == "amortval-train"
     for key in ("gate_mse_network", "gate_mse_monte_carlo", "gate_passed", "samples_stored"):
         assert key in run.data.metrics
     assert run.data.metrics["samples_stored"] == N_TRAIN * SAMPLES
@@ -89,35 +92,38 @@ def test_mlflow_run_model_version_and_alias(valued):
 
 def test_rerun_of_a_completed_run_adds_nothing(valued, files):
     store, first = valued
-    again = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
-    assert again["run_id"] == first["run_id"]
+    again = value(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(store), **OPTIONS)
+    assert again["run_id"] == first["run_id"] and again.get("reported_stored")
+    assert again["mlflow_run_id"] == first["mlflow_run_id"] and again["model_version"] == first["model_version"]
     with ValuationStore(store_paths(store)["duckdb"]) as db:
-        assert db.sample_count(first["run_id"]) == N_TRAIN * SAMPLES
+        assert db.sample_count(first["sampling_id"]) == N_TRAIN * SAMPLES
 
 
 def test_resume_submits_only_missing_batches_and_matches_uninterrupted(valued, files, tmp_path):
     """A run that stopped after batches 0 and 2 ends with the same values as one that never stopped."""
     store, full = valued
-    inputs = load_inputs(str(files / "train.csv"), "label", valid=str(files / "valid.parquet"), valid_fraction=0.2,
-                         seed=0, mislabeled_column="flipped", store=tmp_path)
-    config = ValuationConfig(samples=SAMPLES, seed=0, batch_fits=50, amortization=AmortizationConfig(epochs=5))
-    run_id = config.run_id(inputs.problem.fingerprint)
-    assert run_id == full["run_id"]
-    paths = store_paths(tmp_path)
-    problem_path = inputs.problem.save(paths["problems"] / "p.npz")
-    with ValuationStore(paths["duckdb"]) as db:
-        db.begin_run(run_id, inputs.problem.fingerprint, config.to_dict(), 0, N_TRAIN, SAMPLES)
-        for b in (0, 2):
-            r = evaluate_batch(BatchSpec(run_id, b, str(problem_path), config))
-            db.commit_batch(run_id, b, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks, seconds=-1.0)
-    resumed = value_dataset(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(tmp_path), **OPTIONS)
-    with ValuationStore(paths["duckdb"]) as db:
-        batches = db.batches(run_id)
-        assert sorted(batches.filter(pl.col("seconds") == -1.0)["batch"].to_list()) == [0, 2]
-        assert batches.height == SAMPLES
-        resumed_samples = db.samples(run_id)
+    config = RunConfig.from_options(data=str(files / "train.csv"), valid=str(files / "valid.parquet"),
+                                    store=str(tmp_path), **OPTIONS)
+    inputs = load_inputs(config.inputs, seed=0, store=tmp_path)
+    plan = plan_run(config, inputs)
+    assert plan.run_id == full["run_id"]
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        begin(db, plan, inputs)
+        todo = pending(db, plan)
+        assert len(todo) >= 4
+        for units in (todo[0], todo[2]):
+            r = evaluate_batch(BatchSpec(plan.sampling_id, units.start, units.stop, str(plan.problem_path),
+                                         config.utility, config.sampling))
+            db.commit_batch(plan.sampling_id, r.start, r.stop, r.samples, n_fits=r.n_fits,
+                            n_fallbacks=r.n_fallbacks, seconds=-1.0)
+    resumed = value(data=str(files / "train.csv"), valid=str(files / "valid.parquet"), store=str(tmp_path), **OPTIONS)
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        batches = db.batches(plan.sampling_id)
+        assert sorted(batches.filter(pl.col("seconds") == -1.0)["unit_start"].to_list()) == [todo[0].start, todo[2].start]
+        assert batches.height == len(todo)
+        resumed_samples = db.samples(plan.sampling_id)
     with ValuationStore(store_paths(store)["duckdb"]) as db:
-        full_samples = db.samples(full["run_id"])
+        full_samples = db.samples(full["sampling_id"])
     assert resumed_samples.equals(full_samples)
     a, b = pl.read_parquet(full["values_path"]), pl.read_parquet(resumed["values_path"])
     assert a.select("mc_value", "amortized_value", "value").equals(b.select("mc_value", "amortized_value", "value"))
@@ -126,7 +132,7 @@ def test_resume_submits_only_missing_batches_and_matches_uninterrupted(valued, f
 
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[resumed["flow_run_id"]])))
-    assert sum(t.name.startswith("evaluate-batch") for t in task_runs) == SAMPLES - 2
+    assert sum(t.name.startswith("evaluate-batch") for t in task_runs) == len(todo) - 2
 
 
 def test_curate_scores_unseen_points_with_the_registered_model(valued, files, tmp_path):

@@ -15,7 +15,6 @@ from amortval.data.truth_store import read_truth, truth_info, write_truth
 from amortval.errors import ConfigError
 from amortval.models.utility import make_utility
 from amortval.tasks import ground_truth
-from amortval.tasks.config import ValuationConfig
 from amortval.tasks.exact import exact_semivalues
 from amortval.tasks.knn_shapley import knn_shapley
 from amortval.tasks.ground_truth import (
@@ -27,10 +26,10 @@ from amortval.tasks.ground_truth import (
     truth_batch,
 )
 from amortval.tasks.metrics import mse, nmse, pearson
-from amortval.tasks.samplers import batch_rng, make_sampler
+from amortval.tasks.samplers import plan_segments
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.semivalues import size_distribution
-from games import random_game
+from games import run_sampler, random_game
 
 
 def small_problem(n: int = 8, seed: int = 0) -> Problem:
@@ -48,22 +47,21 @@ def problem_path(tmp_path: Path) -> str:
 
 def game_truth(game, spec: TruthSpec) -> pl.DataFrame:
     spec = spec.resolved(game.n)
-    parts = [truth_batch(game, spec, b) for b in range(ground_truth.truth_sampler(spec, game.n).n_batches)]
+    segments = plan_segments(ground_truth.truth_sampler(spec, game.n), spec.samples, spec.batch_fits)
+    parts = [truth_batch(game, spec, units) for units in segments]
     return summarize_draws(np.concatenate([p.point for p in parts]), np.concatenate([p.draw for p in parts]),
                            np.concatenate([p.value for p in parts]), spec.probes)
 
 
 def test_probe_sampler_over_every_point_replays_the_independent_sampler():
     game = random_game(6, seed=2)
-    config = ValuationConfig(method="beta", sampler="independent", samples=7, batch_fits=10, alpha=4.0)
-    reference = make_sampler(config, game.n)
-    probe = IndependentSampler(game.n, 7, size_distribution("beta", 5, alpha=4.0), 10, points=np.arange(game.n))
-    assert probe.n_batches == reference.n_batches
-    for b in range(reference.n_batches):
-        want, got = reference.run(game, b, batch_rng(3, b)), probe.run(game, b, batch_rng(3, b))
-        for field in ("point", "draw", "cardinality", "delta", "weight", "status"):
-            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
-        assert got.n_fits == want.n_fits
+    want = run_sampler(game, 7, seed=3, batch_fits=10, method="beta", sampler="independent", alpha=4.0)
+    probe = IndependentSampler(game.n, size_distribution("beta", 5, alpha=4.0), points=np.arange(game.n))
+    assert probe.n_units(7) == game.n * 7
+    got = probe.run(game, range(probe.n_units(7)), 3)
+    for field in ("point", "draw", "cardinality", "delta", "weight", "status"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    assert got.n_fits == want.n_fits
 
 
 @pytest.mark.parametrize("method,sampler", [("shapley", None), ("shapley", "permutation"),

@@ -94,8 +94,8 @@ def stored(store: Path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
         status = con.execute("SELECT status FROM runs").fetchall()
-        n, distinct = con.execute("SELECT count(*), count(DISTINCT (run_id, point, draw)) FROM samples").fetchall()[0]
-        orphans = con.execute("SELECT count(*) FROM samples ANTI JOIN batches USING (run_id, batch)").fetchall()[0][0]
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT (sampling_id, point, draw)) FROM samples").fetchall()[0]
+        orphans = con.execute("SELECT count(*) FROM samples ANTI JOIN batches USING (sampling_id, unit_start)").fetchall()[0][0]
         return {
             "batches": con.execute("SELECT count(*) FROM batches").fetchall()[0][0],
             "status": status[0][0] if status else None,
@@ -116,7 +116,7 @@ def flow_runs(store: Path) -> list:
     """This store's flow runs, oldest first (every trial has its own store)."""
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["value-dataset"])))
-    mine = [r for r in runs if r.parameters.get("store") == str(store)]
+    mine = [r for r in runs if (r.parameters.get("config") or {}).get("store") == str(store)]
     return sorted(mine, key=lambda r: r.created)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from games import run_sampler
+
 from amortval.data.problem import Problem
 from amortval.models.knn_learner import KNNLearner
 from amortval.models.utility import EMPTY, ONE_CLASS, OK, make_utility
-from amortval.tasks.config import ValuationConfig
 from amortval.tasks.exact import exact_semivalues
 from amortval.tasks.knn_shapley import knn_shapley
-from amortval.tasks.samplers import batch_rng, make_sampler
 
 
 def knn_problem(n: int, seed: int, *, classes: int = 2, duplicates: bool = True, n_valid: int = 7) -> Problem:
@@ -103,11 +103,8 @@ def test_utility_scores_degenerate_subsets_by_the_knn_rule_and_counts_them():
 def test_permutation_monte_carlo_converges_to_the_closed_form():
     problem = knn_problem(30, seed=5, duplicates=False, n_valid=20)
     utility = make_utility("knn", problem, seed=0, knn_k=3)
-    config = ValuationConfig(learner="knn", samples=3000, seed=1)
-    sampler = make_sampler(config, problem.n)
-    rows = [sampler.run(utility, b, batch_rng(config.seed, b)) for b in range(sampler.n_batches)]
-    point = np.concatenate([r.point for r in rows])
-    value = np.concatenate([r.weight * r.delta for r in rows])
+    rows = run_sampler(utility, 3000, seed=1, batch_fits=2000, learner="knn")
+    point, value = rows.point, rows.weight * rows.delta
     assert np.bincount(point).tolist() == [3000] * problem.n
     mean = np.bincount(point, weights=value) / 3000
     stderr = np.sqrt((np.bincount(point, weights=value**2) / 3000 - mean**2) / 3000)

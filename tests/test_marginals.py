@@ -9,9 +9,10 @@ import pytest
 from amortval.data.problem import Problem, load_problem
 from amortval.data.store import ValuationStore
 from amortval.models.utility import make_utility
-from amortval.tasks.config import ValuationConfig
+from amortval.tasks.config import RunConfig
 from amortval.tasks.exact import exact_semivalues
-from amortval.tasks.marginals import BatchSpec, evaluate_batch, plan_batches
+from amortval.tasks.marginals import BatchSpec, evaluate_batch
+from amortval.tasks.samplers import make_sampler, plan_segments
 
 
 def tiny_problem(n: int = 8, seed: int = 0) -> Problem:
@@ -30,9 +31,14 @@ def problem_path(tmp_path_factory):
     return str(tiny_problem().save(tmp_path_factory.mktemp("p") / "problem.npz"))
 
 
-def run_all(problem_path: str, config: ValuationConfig) -> pl.DataFrame:
-    n = load_problem(problem_path).n
-    frames = [evaluate_batch(BatchSpec("r", b, problem_path, config)).samples for b in range(plan_batches(config, n))]
+def batch_specs(problem_path: str, config: RunConfig) -> list[BatchSpec]:
+    sampler = make_sampler(config.sampling, load_problem(problem_path).n)
+    return [BatchSpec("s", r.start, r.stop, problem_path, config.utility, config.sampling)
+            for r in plan_segments(sampler, config.sampling.samples, config.sampling.batch_fits)]
+
+
+def run_all(problem_path: str, config: RunConfig) -> pl.DataFrame:
+    frames = [evaluate_batch(spec).samples for spec in batch_specs(problem_path, config)]
     return pl.concat(frames).sort("point", "draw")
 
 
@@ -45,7 +51,7 @@ def test_logreg_estimates_converge_to_enumeration(problem_path, method, sampler)
     """
     problem = load_problem(problem_path)
     exact = exact_semivalues(make_utility("logreg", problem, 0), method, alpha=4.0, beta=1.0)
-    config = ValuationConfig(method=method, sampler=sampler, samples=1500, seed=1, alpha=4.0, batch_fits=3000)
+    config = RunConfig.from_options(method=method, sampler=sampler, samples=1500, seed=1, alpha=4.0, batch_fits=3000)
     samples = run_all(problem_path, config).with_columns((pl.col("weight") * pl.col("delta")).alias("v"))
     est = samples.group_by("point").agg(pl.col("v").mean().alias("m"), (pl.col("v").std() / pl.len().sqrt()).alias("se")).sort("point")
     err = np.abs(est["m"].to_numpy() - exact)
@@ -58,7 +64,7 @@ def test_every_learner_permutation_chain_is_efficient(problem_path, learner):
     """Each chain's samples sum to v(D) - v(empty): the Shapley efficiency axiom per draw."""
     problem = load_problem(problem_path)
     utility = make_utility(learner, problem, 0)
-    config = ValuationConfig(learner=learner, samples=3, seed=0)
+    config = RunConfig.from_options(learner=learner, samples=3, seed=0)
     samples = run_all(problem_path, config)
     v_full = utility.full_value()
     v_empty = utility.evaluate(np.zeros((1, problem.n), dtype=bool))[0][0]
@@ -70,14 +76,15 @@ def test_every_learner_permutation_chain_is_efficient(problem_path, learner):
 
 def test_same_seed_identical_stored_samples_other_seed_differs(problem_path, tmp_path):
     def stored(seed: int, name: str) -> pl.DataFrame:
-        config = ValuationConfig(samples=4, seed=seed, batch_fits=9)
+        config = RunConfig.from_options(samples=4, seed=seed, batch_fits=9)
         with ValuationStore(tmp_path / f"{name}.duckdb") as db:
-            db.begin_run("r", "d", config.to_dict(), seed, 8, plan_batches(config, 8))
+            db.begin_run("r", "s", "d", config.model_dump(), 4, {}, 8)
             # Commit in reverse order: storage order must not matter either.
-            for b in reversed(range(plan_batches(config, 8))):
-                r = evaluate_batch(BatchSpec("r", b, problem_path, config))
-                db.commit_batch("r", b, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks, seconds=r.seconds)
-            return db.samples("r")
+            for spec in reversed(batch_specs(problem_path, config)):
+                r = evaluate_batch(spec)
+                db.commit_batch("s", r.start, r.stop, r.samples, n_fits=r.n_fits, n_fallbacks=r.n_fallbacks,
+                                seconds=r.seconds)
+            return db.samples("s")
 
     a, b, c = stored(5, "a"), stored(5, "b"), stored(6, "c")
     assert a.height == 8 * 4

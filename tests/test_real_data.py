@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from amortval.flows.curation import curate_dataset
-from amortval.flows.valuation import value_dataset
+from valuing import value as run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -54,7 +54,7 @@ def adult(tmp_path_factory):
 
 
 def test_adult_logreg_shapley_values_find_flipped_labels(adult, tmp_path):
-    result = value_dataset(data=str(adult / "train.csv"), target="income", valid=str(adult / "valid.parquet"),
+    result = run_flow(data=str(adult / "train.csv"), target="income", valid=str(adult / "valid.parquet"),
                            samples=10, seed=0, store=str(tmp_path), mislabeled_column="flipped")
     assert result["samples_stored"] == 1000 * 10
     assert result["gate_passed"] == 1.0
@@ -73,7 +73,7 @@ def test_electricity_other_learners_and_semivalues(learner, method, tmp_path):
     flip(sample.head(300), "class", 0.2, seed=0).write_parquet(tmp_path / "train.parquet")
     sample.tail(100).write_parquet(tmp_path / "valid.parquet")
     samples = 200 if method == "banzhaf" else 8  # MSR: one fit gives every point a sample
-    result = value_dataset(data=str(tmp_path / "train.parquet"), target="class", valid=str(tmp_path / "valid.parquet"),
+    result = run_flow(data=str(tmp_path / "train.parquet"), target="class", valid=str(tmp_path / "valid.parquet"),
                            learner=learner, method=method, samples=samples, seed=0, store=str(tmp_path / "store"),
                            mislabeled_column="flipped")
     assert result["samples_stored"] == 300 * samples

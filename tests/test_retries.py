@@ -1,8 +1,7 @@
 """Transient failures are retried, user errors are not (a real Prefect flow run).
 
-The fault is injected where a batch draws its random stream (``batch_rng``), the first
-thing a batch does with its own index: a lost worker or a crashed fit looks the same to
-the flow, an exception out of the task.
+The fault is injected where a batch builds its sampler (``make_sampler``): a lost worker
+or a crashed fit looks the same to the flow, an exception out of the task.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFi
 import amortval.tasks.marginals as marginals
 from amortval.data.store import ValuationStore
 from amortval.errors import DataValidationError
-from amortval.flows.valuation import value_dataset
+from valuing import value as run_flow
 from demo_files import write_demo_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,6 +26,7 @@ N_TRAIN, SAMPLES = 30, 6
 OPTIONS = dict(target="label", samples=SAMPLES, seed=1, epochs=2, batch_fits=2 * (N_TRAIN + 1),
                mislabeled_column="flipped")  # 3 batches of 2 permutation chains
 FAULTY_BATCH = 1
+FAULTY_UNIT = 2 * FAULTY_BATCH  # first unit (permutation chain) of that batch
 
 
 @pytest.fixture(scope="module")
@@ -35,37 +35,41 @@ def files(tmp_path_factory):
 
 
 def run(files, store):
-    return value_dataset(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(store),
+    return run_flow(data=str(files / "train.parquet"), valid=str(files / "valid.parquet"), store=str(store),
                          **OPTIONS)
 
 
 def inject(monkeypatch, error: Exception, times: int) -> list[int]:
     """Make batch FAULTY_BATCH raise ``error`` on its first ``times`` attempts; count attempts."""
-    attempts, lock, real = [], threading.Lock(), marginals.batch_rng
+    attempts, lock, real = [], threading.Lock(), marginals.make_sampler
 
-    def faulty(seed: int, batch: int):
-        if batch == FAULTY_BATCH:
-            with lock:
-                attempts.append(batch)
-                if len(attempts) <= times:
-                    raise error
-        return real(seed, batch)
+    class Faulty:
+        def __init__(self, sampler):
+            self.sampler = sampler
 
-    monkeypatch.setattr(marginals, "batch_rng", faulty)
+        def run(self, utility, units, seed):
+            if units.start == FAULTY_UNIT:
+                with lock:
+                    attempts.append(units.start)
+                    if len(attempts) <= times:
+                        raise error
+            return self.sampler.run(utility, units, seed)
+
+    monkeypatch.setattr(marginals, "make_sampler", lambda sampling, n: Faulty(real(sampling, n)))
     return attempts
 
 
 def batch_task_runs(store) -> list:
     with get_client(sync_client=True) as client:
         flows = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["value-dataset"])))
-        (flow_run,) = [f for f in flows if f.parameters.get("store") == str(store)]
+        (flow_run,) = [f for f in flows if (f.parameters.get("config") or {}).get("store") == str(store)]
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     return [t for t in runs if t.name.startswith("evaluate-batch")]
 
 
-def stored_samples(store, run_id: str) -> pl.DataFrame:
+def stored_samples(store, sampling_id: str) -> pl.DataFrame:
     with ValuationStore(store / "amortval.duckdb") as db:
-        return db.samples(run_id)
+        return db.samples(sampling_id)
 
 
 def test_a_batch_that_fails_once_is_retried_and_the_run_completes(files, tmp_path, monkeypatch, figures):
@@ -77,8 +81,8 @@ def test_a_batch_that_fails_once_is_retried_and_the_run_completes(files, tmp_pat
     assert len(tasks) == 3 and all(t.state.is_completed() for t in tasks)
     assert sorted(t.run_count for t in tasks) == [1, 1, 2]
     assert result["samples_stored"] == N_TRAIN * SAMPLES
-    assert stored_samples(tmp_path / "faulty", result["run_id"]).equals(
-        stored_samples(tmp_path / "reference", reference["run_id"]))
+    assert stored_samples(tmp_path / "faulty", result["sampling_id"]).equals(
+        stored_samples(tmp_path / "reference", reference["sampling_id"]))
     assert pl.read_parquet(result["values_path"]).equals(pl.read_parquet(reference["values_path"]))
     figures("transient failure", "batch failed once, retried (run_count 2), run completed, values identical")
 
@@ -92,10 +96,10 @@ def test_a_validation_error_is_not_retried(files, tmp_path, monkeypatch, figures
     assert faulty.run_count == 1
     con = duckdb.connect(str(tmp_path / "amortval.duckdb"), read_only=True)
     try:
-        (run_id,) = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
+        (run_id, sampling_id) = con.execute("SELECT run_id, sampling_id FROM runs").fetchall()[0]
     finally:
         con.close()
     with ValuationStore(tmp_path / "amortval.duckdb") as db:
-        assert FAULTY_BATCH not in db.done_batches(run_id)
+        assert FAULTY_UNIT not in {start for start, _ in db.done_segments(sampling_id)}
         assert db.run(run_id)["status"] == "running", "left resumable"
     figures("validation error", "failed batch not retried (attempts 1, run_count 1), run left resumable")

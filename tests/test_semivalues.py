@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from amortval.tasks.config import ValuationConfig
+from amortval.tasks.config import RunConfig
 from amortval.tasks.exact import exact_semivalues
-from amortval.tasks.samplers import batch_rng, make_sampler
+from amortval.tasks.samplers import make_sampler, plan_segments
 from amortval.tasks.semivalues import size_distribution
-from games import additive_game, random_game
+from games import additive_game, random_game, run_sampler
 
 METHODS = ["shapley", "beta", "banzhaf"]
 COMBOS = [("shapley", "permutation"), ("shapley", "independent"), ("beta", "permutation"),
@@ -18,15 +18,10 @@ COMBOS = [("shapley", "permutation"), ("shapley", "independent"), ("beta", "perm
 
 
 def estimate(game, method, sampler, samples, seed=0, batch_fits=64):
-    """Run every batch of a sampler in-process and average weight*delta per point."""
-    config = ValuationConfig(method=method, sampler=sampler, samples=samples, seed=seed,
-                             batch_fits=batch_fits, alpha=4.0, beta=1.0)
-    plan = make_sampler(config, game.n)
-    parts = [plan.run(game, b, batch_rng(seed, b)) for b in range(plan.n_batches)]
-    point = np.concatenate([p.point for p in parts])
-    draw = np.concatenate([p.draw for p in parts])
-    value = np.concatenate([p.weight * p.delta for p in parts])
-    return point, draw, value
+    """Run every batch of a sampler in-process; (point, draw, weight*delta) of every sample."""
+    out = run_sampler(game, samples, seed=seed, batch_fits=batch_fits, method=method, sampler=sampler,
+                      alpha=4.0, beta=1.0)
+    return out.point, out.draw, out.weight * out.delta
 
 
 def per_point(point, value, n):
@@ -114,9 +109,29 @@ def test_same_seed_same_samples_other_seed_differs(method, sampler):
 
 def test_batches_are_independent_of_execution_order():
     game = random_game(6, seed=7)
-    config = ValuationConfig(method="shapley", samples=10, seed=3, batch_fits=14)
-    plan = make_sampler(config, game.n)
-    forward = [plan.run(game, b, batch_rng(3, b)).delta for b in range(plan.n_batches)]
-    backward = [plan.run(game, b, batch_rng(3, b)).delta for b in reversed(range(plan.n_batches))]
+    sampler = make_sampler(RunConfig.from_options(method="shapley").sampling, game.n)
+    segments = plan_segments(sampler, 10, 14)
+    forward = [sampler.run(game, units, 3).delta for units in segments]
+    backward = [sampler.run(game, units, 3).delta for units in reversed(segments)]
     for a, b in zip(forward, reversed(backward)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method,sampler", COMBOS)
+def test_a_larger_budget_extends_the_draws_of_a_smaller_one(method, sampler):
+    """Units are keyed by index, not batch: the samples of budget 4 are exactly the draws < 4
+    of budget 9, whatever the batch size, so extending a run never redraws."""
+    game = random_game(6, seed=8)
+    small = run_sampler(game, 4, seed=2, batch_fits=10, method=method, sampler=sampler).to_frame()
+    large = run_sampler(game, 9, seed=2, batch_fits=37, method=method, sampler=sampler).to_frame()
+    assert small.height == 6 * 4 and large.height == 6 * 9
+    key = ["point", "draw"]
+    assert small.sort(key).equals(large.filter(large["draw"] < 4).sort(key))
+
+
+def test_plan_segments_skips_stored_units_and_cuts_at_batch_edges():
+    sampler = make_sampler(RunConfig.from_options(method="banzhaf").sampling, 10)  # one fit per unit
+    assert plan_segments(sampler, 10, 4) == [range(0, 4), range(4, 8), range(8, 10)]
+    # units 0..3 and 6..7 stored (by an earlier run with another batch size): only gaps remain
+    assert plan_segments(sampler, 10, 4, done=[(0, 4), (6, 8)]) == [range(4, 6), range(8, 10)]
+    assert plan_segments(sampler, 3, 4, done=[(0, 4)]) == []

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 
 from amortval.data.store import ValuationStore
-from amortval.errors import StoreLockedError
+from amortval.data.store_schema import SCHEMA_VERSION
+from amortval.errors import AmortvalError, StoreLockedError
 
-TABLES = {"datasets", "runs", "batches", "samples", "estimates", "run_metrics", "scores"}
+TABLES = {"datasets", "samplings", "runs", "batches", "samples", "estimates", "run_metrics", "scores"}
 
 
 def sample_frame(points: np.ndarray, draws: np.ndarray, seed: int = 0) -> pl.DataFrame:
@@ -43,33 +44,37 @@ def batch_frame(batch: int, n_points: int = 10, per_batch: int = 3, seed: int = 
 @pytest.fixture
 def store(tmp_path: Path):
     with ValuationStore(tmp_path / "store.duckdb") as s:
-        s.begin_run("r1", "d1", {"sampler": "permutation"}, seed=7, n_points=10, n_batches=5)
+        s.begin_run("run1", "r1", "d1", {"sampler": "permutation"}, 5, {"seed": 7}, n_points=10)
         yield s
 
 
 def commit(store: ValuationStore, batch: int, frame: pl.DataFrame, run_id: str = "r1") -> bool:
-    return store.commit_batch(run_id, batch, frame, n_fits=frame.height, n_fallbacks=1, seconds=0.5)
+    return store.commit_batch(run_id, batch, batch + 1, frame, n_fits=frame.height, n_fallbacks=1, seconds=0.5)
+
+
+def done_batches(store: ValuationStore, sampling_id: str) -> set[int]:
+    return {start for start, _ in store.done_segments(sampling_id)}
 
 
 def test_tables_readable_by_plain_duckdb_after_close(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "store.duckdb"
     with ValuationStore(path) as s:
-        s.register_dataset("d1", "demo", 500, 8, {"columns": ["a", "b"]})
-        s.begin_run("r1", "d1", {"k": 1}, seed=3, n_points=10, n_batches=2)
+        s.register_dataset("d1", "demo", "demo", 500, 8, {"columns": ["a", "b"]})
+        s.begin_run("run1", "r1", "d1", {"k": 1}, 2, {"seed": 3}, n_points=10)
         commit(s, 0, batch_frame(0))
     con = duckdb.connect(str(path), read_only=True)
     try:
         names = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert TABLES <= names
         assert con.execute("SELECT count(*) FROM samples").fetchone()[0] == 30
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         types = dict(con.execute(
             "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'samples'").fetchall())
         assert types["point"] == "INTEGER" and types["delta"] == "DOUBLE" and types["status"] == "VARCHAR"
     finally:
         con.close()
     with ValuationStore(path) as s:  # reopening an existing store keeps everything
-        assert s.run("r1")["config"] == {"k": 1}
+        assert s.run("run1")["config"] == {"k": 1}
         assert s.dataset("d1")["schema"] == {"columns": ["a", "b"]}
         assert s.sample_count("r1") == 30
 
@@ -87,10 +92,10 @@ def test_batch_committed_twice_is_stored_once(store: ValuationStore) -> None:
 def test_resume_submits_only_missing_batches(store: ValuationStore) -> None:
     for b in (0, 2, 4):
         commit(store, b, batch_frame(b))
-    assert store.done_batches("r1") == {0, 2, 4}
-    assert set(range(5)) - store.done_batches("r1") == {1, 3}
-    assert store.done_batches("other") == set()
-    assert store.batches("r1")["batch"].to_list() == [0, 2, 4]
+    assert done_batches(store, "r1") == {0, 2, 4}
+    assert set(range(5)) - done_batches(store, "r1") == {1, 3}
+    assert done_batches(store, "other") == set()
+    assert store.batches("r1")["unit_start"].to_list() == [0, 2, 4]
 
 
 def test_a_sample_stored_by_another_batch_is_an_error_not_a_silent_drop(store: ValuationStore) -> None:
@@ -100,7 +105,7 @@ def test_a_sample_stored_by_another_batch_is_an_error_not_a_silent_drop(store: V
     clash = batch_frame(1).with_columns(pl.when(pl.col("point") == 4).then(0).otherwise(pl.col("draw")).alias("draw"))
     with pytest.raises(duckdb.ConstraintException):
         commit(store, 1, clash)
-    assert store.sample_count("r1") == 30 and store.done_batches("r1") == {0}
+    assert store.sample_count("r1") == 30 and done_batches(store, "r1") == {0}
 
 
 @pytest.mark.parametrize("breakage", ["null_status", "bad_type", "missing_column", "bad_marker"])
@@ -116,9 +121,9 @@ def test_failed_commit_leaves_neither_samples_nor_marker(store: ValuationStore, 
     else:  # samples insert succeeds, then the marker insert fails
         n_fits = "many"
     with pytest.raises((duckdb.Error, ValueError)):
-        store.commit_batch("r1", 1, frame, n_fits=n_fits, n_fallbacks=0, seconds=0.1)
+        store.commit_batch("r1", 1, 2, frame, n_fits=n_fits, n_fallbacks=0, seconds=0.1)
     assert store.sample_count("r1") == 0
-    assert store.done_batches("r1") == set()
+    assert done_batches(store, "r1") == set()
     assert commit(store, 1, batch_frame(1)) is True  # the connection is usable afterwards
     assert store.sample_count("r1") == 30
 
@@ -128,7 +133,7 @@ def test_commits_from_several_threads_serialize(store: ValuationStore) -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda b: commit(store, b, frames[b]), [*range(8), *range(8)]))
     assert sorted(results) == [False] * 8 + [True] * 8
-    assert store.done_batches("r1") == set(range(8)) and store.sample_count("r1") == 240
+    assert done_batches(store, "r1") == set(range(8)) and store.sample_count("r1") == 240
 
 
 def test_monte_carlo_estimates_match_numpy(store: ValuationStore) -> None:
@@ -170,20 +175,20 @@ def test_write_estimates_replaces_and_joins(store: ValuationStore) -> None:
 
 
 def test_begin_run_is_idempotent_and_status_updates(store: ValuationStore) -> None:
-    assert store.begin_run("r1", "d1", {"other": True}, seed=1, n_points=3, n_batches=1) == "running"
-    store.set_run_status("r1", "valued", mlflow_run_id="abc")
-    assert store.begin_run("r1", "d1", {}, seed=1, n_points=3, n_batches=1) == "valued"
-    run = store.run("r1")
-    assert run["config"] == {"sampler": "permutation"} and run["seed"] == 7 and run["n_batches"] == 5
+    assert store.begin_run("run1", "r1", "d1", {"other": True}, 1, {}, n_points=3) == "running"
+    store.set_run_status("run1", "valued", mlflow_run_id="abc")
+    assert store.begin_run("run1", "r1", "d1", {}, 1, {}, n_points=3) == "valued"
+    run = store.run("run1")
+    assert run["config"] == {"sampler": "permutation"} and run["sampling_id"] == "r1" and run["samples"] == 5
     assert run["mlflow_run_id"] == "abc" and run["model_version"] is None
     assert run["updated_at"] >= run["created_at"]
-    store.set_run_status("r1", "completed", model_version=3)
-    assert store.run("r1")["model_version"] == "3" and store.run("r1")["mlflow_run_id"] == "abc"
+    store.set_run_status("run1", "completed", model_version="3")
+    assert store.run("run1")["model_version"] == "3" and store.run("run1")["mlflow_run_id"] == "abc"
     assert store.run("missing") is None
     with pytest.raises(LookupError):
         store.set_run_status("missing", "valued")
     with pytest.raises(ValueError, match="unknown"):
-        store.set_run_status("r1", "valued", colour="red")
+        store.set_run_status("run1", "valued", colour="red")
 
 
 def test_metrics_and_scores(store: ValuationStore) -> None:
@@ -260,8 +265,24 @@ def test_estimates_do_not_depend_on_commit_order(tmp_path):
     results = []
     for name, order in (("forward", range(n_batches)), ("shuffled", rng.permutation(n_batches))):
         with ValuationStore(tmp_path / f"{name}.duckdb") as store:
-            store.begin_run("r", "d", {}, 0, n_points, n_batches)
+            store.begin_run("run", "r", "d", {}, 1, {}, n_points)
             for b in order:
-                store.commit_batch("r", int(b), batches[b], n_fits=1, n_fallbacks=0, seconds=0.0)
+                store.commit_batch("r", int(b), int(b) + 1, batches[b], n_fits=1, n_fallbacks=0, seconds=0.0)
             results.append(store.monte_carlo_estimates("r"))
     assert results[0].equals(results[1])
+
+
+def test_a_store_of_the_previous_release_is_refused_with_how_to_migrate(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.close()
+    with pytest.raises(AmortvalError, match=r"schema 1.*new --store"):
+        ValuationStore(path)
+
+
+def test_a_store_path_under_a_regular_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(AmortvalError, match="is a file, not a folder"):
+        ValuationStore(tmp_path / "file" / "amortval.duckdb")

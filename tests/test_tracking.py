@@ -7,6 +7,8 @@ a fresh database dominate the cost.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -18,8 +20,9 @@ from amortval.errors import ModelNotFoundError
 from amortval.models.valuation_model import ValuationModel
 from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks import plots, tracking
+from amortval.tasks.tracking.backend import using
 
-NAME = tracking.DEFAULT_MODEL_NAME
+NAME = EXPERIMENT = "amortval-tiny"
 HISTORY = [{"epoch": e, "train_mse": 1.0 / (e + 1), "heldout_mse": 1.2 / (e + 1)} for e in range(4)]
 
 
@@ -40,23 +43,29 @@ def _model(frame: pl.DataFrame) -> ValuationModel:
 
 
 def _log(uri: str, model: ValuationModel, frame: pl.DataFrame, *, gate_passed: bool,
-         name: str) -> tracking.LoggedRun:
+         name: str) -> SimpleNamespace:
     values = model.predict(frame)
     mislabeled = np.arange(20) % 7 == 0
     figures = {
         "value_distribution": plots.value_distribution_figure(values, frame["label"], mislabeled),
         "training_curve": plots.training_curve_figure(HISTORY, best_epoch=2),
     }
-    return tracking.log_valuation_run(
-        uri=uri, experiment=tracking.DEFAULT_EXPERIMENT, run_name=name,
+    metrics = {"gate_mse_network": 0.1 if gate_passed else 0.3, "gate_mse_monte_carlo": 0.2,
+               "fit_count": 120, "learner": "not a number"}
+    logged = tracking.log_valuation_run(
+        uri=uri, experiment=EXPERIMENT, run_name=name,
         params={"seed": 0, "learner": "logreg", "amortization": {"lr": 0.001, "epochs": 4}},
-        metrics={"gate_mse_network": 0.1 if gate_passed else 0.3, "gate_mse_monte_carlo": 0.2,
-                 "fit_count": 120, "learner": "not a number"},
+        metrics=metrics,
         history=HISTORY,
         tables={"values": pl.DataFrame({"point": np.arange(20), "value": values})},
         figures=figures, model=model, input_example=frame.head(5).to_pandas(),
-        registered_name=NAME, gate_passed=gate_passed, tags={"dataset": "tiny"},
+        tags={"dataset": "tiny"},
     )
+    registered = tracking.register(uri, NAME, model_uri=logged.model_uri, run_id=logged.run_id,
+                                   model_id=logged.model_id, gate_passed=gate_passed,
+                                   tags={k: str(v) for k, v in metrics.items() if k.startswith("gate_")})
+    return SimpleNamespace(run_id=logged.run_id, model_version=registered.version, alias_set=registered.alias_set,
+                           model_uri=registered.uri)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +74,7 @@ def logged(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         uri = tracking.tracking_uri(store)
-        tracking.init_tracking(uri, store)
+        tracking.init_tracking(uri, store, EXPERIMENT)
         frame = _frame()
         model = _model(frame)
         first = _log(uri, model, frame, gate_passed=True, name="passes")
@@ -82,8 +91,8 @@ def test_tracking_uri_defaults_to_sqlite_in_store_and_env_overrides(tmp_path, mo
 
 
 def test_init_tracking_is_idempotent_and_keeps_artifacts_in_store(logged):
-    experiment_id = tracking.init_tracking(logged["uri"], logged["store"])
-    assert tracking.init_tracking(logged["uri"], logged["store"]) == experiment_id
+    experiment_id = tracking.init_tracking(logged["uri"], logged["store"], EXPERIMENT)
+    assert tracking.init_tracking(logged["uri"], logged["store"], EXPERIMENT) == experiment_id
     experiment = logged["client"].get_experiment(experiment_id)
     assert experiment.artifact_location == (logged["store"] / "mlartifacts").resolve().as_uri()
     assert (logged["store"] / "mlartifacts").is_dir()
@@ -136,7 +145,7 @@ def test_pyfunc_adapter_scores_raw_pandas_rows(logged):
     import mlflow.pyfunc
 
     frame = logged["frame"]
-    with tracking._using(logged["uri"]):
+    with using(logged["uri"]):
         pyfunc = mlflow.pyfunc.load_model(logged["first"].model_uri)
     out = pyfunc.predict(frame.to_pandas())
     assert list(out.columns) == ["value"]
@@ -159,7 +168,7 @@ def test_missing_alias_or_model_raises_model_not_found(logged, tmp_path):
 def test_curation_run_logs_rule_counts_and_table(logged):
     table = pl.DataFrame({"row": [0, 1, 2], "value": [0.1, -0.2, 0.3], "kept": [True, False, True]})
     run_id = tracking.log_curation_run(
-        uri=logged["uri"], experiment=tracking.DEFAULT_EXPERIMENT, run_name="curate",
+        uri=logged["uri"], experiment=EXPERIMENT, run_name="curate",
         model_uri=logged["first"].model_uri, params={"threshold": 0.0, "model_version": "1"},
         metrics={"rows_scored": 3, "rows_kept": 2, "rows_dropped": 1}, table=table)
     run = logged["client"].get_run(run_id)
@@ -167,7 +176,7 @@ def test_curation_run_logs_rule_counts_and_table(logged):
     assert run.data.metrics["rows_dropped"] == 1
     assert run.data.tags["model_uri"] == f"models:/{NAME}/1"
     assert [a.path for a in logged["client"].list_artifacts(run_id, "tables")] == ["tables/curated.parquet"]
-    bare = tracking.log_curation_run(uri=logged["uri"], params={"fraction": 0.1},
+    bare = tracking.log_curation_run(uri=logged["uri"], experiment=EXPERIMENT, params={"fraction": 0.1},
                                      metrics={"dropped_mislabeled_precision": float("nan")})
     assert np.isnan(logged["client"].get_run(bare).data.metrics["dropped_mislabeled_precision"])
 
@@ -222,9 +231,9 @@ def test_a_migration_killed_midway_leaves_no_database_behind(tmp_path, monkeypat
 
     monkeypatch.setattr(db_utils, "_initialize_tables", killed_midway)
     with pytest.raises(KeyboardInterrupt):
-        tracking.init_tracking(uri, tmp_path)
+        tracking.init_tracking(uri, tmp_path, EXPERIMENT)
     assert not (tmp_path / "mlflow.db").exists()
     monkeypatch.setattr(db_utils, "_initialize_tables", real)
-    experiment_id = tracking.init_tracking(uri, tmp_path)
-    assert MlflowClient(uri, uri).get_experiment(experiment_id).name == tracking.DEFAULT_EXPERIMENT
+    experiment_id = tracking.init_tracking(uri, tmp_path, EXPERIMENT)
+    assert MlflowClient(uri, uri).get_experiment(experiment_id).name == EXPERIMENT
     assert not list(tmp_path.glob(".mlflow.db.*")), "no private migration file left behind"
