@@ -179,12 +179,12 @@ def test_valid_file_checks(tmp_path):
 
 
 def test_mislabeled_column(tmp_path):
-    flags = [i % 4 == 0 for i in range(12)]
-    data = load_training_data(write(tmp_path, frame(flag=flags)), "label", mislabeled_column="flag",
+    flags = [i % 4 == 0 for i in range(16)]
+    data = load_training_data(write(tmp_path, frame(16, flag=flags)), "label", mislabeled_column="flag",
                               valid_fraction=0.25)
     assert np.array_equal(data.mislabeled, np.array(flags)[data.train_rows])
     assert "flag" not in data.features and "flag" not in data.valid.columns
-    as_int = load_training_data(write(tmp_path, frame(flag=[int(f) for f in flags])), "label",
+    as_int = load_training_data(write(tmp_path, frame(16, flag=[int(f) for f in flags])), "label",
                                 mislabeled_column="flag")
     assert as_int.mislabeled.dtype == bool
     with raises(DataValidationError, "'nope' not found"):
