@@ -80,6 +80,23 @@ def canonical(series: pl.Series) -> pl.Series:
     return series
 
 
+def float_collision(series: pl.Series) -> tuple | None:
+    """Two distinct values of an integer or decimal column that are one float64, or None.
+
+    The encoder computes in float64, whose integers are exact only up to 2**53: past
+    that, neighbours merge (2**64 and 2**64 + 1 are one float), and a column made only
+    of such neighbours would be encoded as a constant. Cheap when values are small.
+    """
+    if not (series.dtype.is_integer() or isinstance(series.dtype, pl.Decimal)):
+        return None
+    low, high = series.min(), series.max()
+    if high is None or max(abs(int(low)), abs(int(high))) < 2**53:
+        return None
+    frame = pl.DataFrame({"raw": series.drop_nulls().unique()}).with_columns(as_float=pl.col("raw").cast(pl.Float64))
+    merged = frame.filter(pl.col("as_float").is_duplicated()).sort("as_float", "raw")
+    return None if merged.is_empty() else (merged["raw"][0], merged["raw"][1])
+
+
 def missing_mask(series: pl.Series) -> pl.Series:
     """True where a value is missing: null, or NaN in a float column."""
     return series.is_nan().fill_null(True) if series.dtype.is_float() else series.is_null()

@@ -107,7 +107,7 @@ class TabularEncoder:
                 columns.append(ColumnEncoding(spec.name, "categorical", spec.dtype, spec.type,
                                               categories=tuple(sorted(levels))))
             else:
-                mean, std = _moments(series, name=name)
+                mean, std = _moments(series)
                 columns.append(ColumnEncoding(spec.name, "numeric", spec.dtype, spec.type, mean=mean, std=std))
         return cls(
             target=target,
@@ -255,24 +255,19 @@ def build_problem(data: TabularData) -> tuple[Problem, TabularEncoder]:
     return problem, encoder
 
 
-def _moments(series: pl.Series, *, name: str) -> tuple[float, float]:
+def _moments(series: pl.Series) -> tuple[float, float]:
     """(mean, population std) of the observed values, without overflow; std 0 -> 1.
 
     Dividing by the largest magnitude first keeps every intermediate within [-1, 1]
-    (squares too), so values up to float64's limit give finite moments.
+    (squares too), so values up to float64's limit give finite moments. Distinct values
+    that merge in float64 were refused by ``columns.float_collision`` already.
     """
-    observed = series.filter(~missing_mask(series))
-    values = observed.cast(pl.Float64).to_numpy()
+    values = series.filter(~missing_mask(series)).cast(pl.Float64).to_numpy()
     scale = float(np.abs(values).max())
     if scale == 0.0:
         return 0.0, 1.0
     unit = values / scale
     mean, std = float(unit.mean()) * scale, float(unit.std()) * scale
-    if std == 0.0 and observed.n_unique() > 1:
-        raise DataValidationError(
-            f"{name}: column '{series.name}' has distinct values that are equal as 64-bit floats "
-            f"(e.g. {observed.min()} and {observed.max()}), so encoding would make it constant; "
-            "subtract an offset or rescale it", series.name)
     return mean, std if std > 0.0 else 1.0
 
 

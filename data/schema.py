@@ -36,6 +36,7 @@ from amortval.data.columns import (
     MAX_CATEGORIES,
     canonical,
     column_type,
+    float_collision,
     label_values,
     missing_mask,
     refusal,
@@ -164,6 +165,10 @@ def _check_feature(series: pl.Series, trained: ColumnSpec | None, schema: FrameS
         canon = _check_dtype(series, trained, name=name, error=error, role="column",
                              advice="supported: integers, floats, decimals, booleans, strings, categoricals")
     kind = column_type(canon.dtype) if canon.dtype != pl.Null else trained.type
+    merged = float_collision(series)
+    if merged:
+        raise error(f"{name}: column '{column}' has distinct values that are one 64-bit float (e.g. {merged[0]} "
+                    f"and {merged[1]}), so encoding would merge them; subtract an offset or rescale it", column)
     if not schema.encode and kind == "string":
         raise error(f"{name}: column '{column}' is non-numeric (dtype {series.dtype}) and encoding is disabled "
                     "(--no-encode); convert it to numbers, drop it, or allow one-hot encoding", column)
