@@ -11,6 +11,7 @@ is therefore refused with the count, instead of running on nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,11 +65,11 @@ def check_training_rows(train_labels: Sequence, n_valid: int, valid_fraction: fl
             f"{name}: too few rows per class to split off a validation set "
             f"({n_train + n_valid} rows, {n_classes} classes); pass a validation file"
         )
-    classes, counts = np.unique(np.asarray(train_labels, dtype=object).astype(str), return_counts=True)
-    if n_train < MIN_TRAIN_ROWS or counts.min() < MIN_CLASS_TRAIN_ROWS:
-        fewest = classes[counts.argmin()]
+    counts = Counter(train_labels)
+    fewest, fewest_count = min(counts.items(), key=lambda item: item[1])
+    if n_train < MIN_TRAIN_ROWS or fewest_count < MIN_CLASS_TRAIN_ROWS:
         raise DataValidationError(
             f"{name}: valid_fraction {valid_fraction:g} leaves {n_train} training rows (class {fewest!r}: "
-            f"{counts.min()}); at least {MIN_TRAIN_ROWS} training rows and {MIN_CLASS_TRAIN_ROWS} per class "
+            f"{fewest_count}); at least {MIN_TRAIN_ROWS} training rows and {MIN_CLASS_TRAIN_ROWS} per class "
             "are needed: lower --valid-fraction or pass a validation file (--valid)"
         )
