@@ -76,7 +76,7 @@ def check_frame(frame: pl.DataFrame, schema: FrameSchema, *, name: str, error: t
                 ignore: Sequence[str] = (), require_target: bool = True, min_rows: int = 1) -> CheckedFrame:
     """Raise ``error`` naming the column and problem unless ``frame`` fits ``schema``.
 
-    Order: rows present; columns missing, extra (not in ``ignore``) or absent features;
+    Order: rows present; columns missing, extra (not in ``ignore``), or no feature at all;
     the target (dtype, no null/NaN/inf, integral if float, known or >= 2 classes);
     each feature (dtype family, values, at most ``MAX_CATEGORIES`` levels when
     learned); then ``min_rows``. A target present but not required is checked too.
@@ -112,8 +112,8 @@ def check_frame(frame: pl.DataFrame, schema: FrameSchema, *, name: str, error: t
         columns[schema.target] = series
     specs = []
     for column in names:
-        series, spec = _check_feature(frame[column], trained.get(column), schema, name=name, error=error)
-        columns[column], specs = series, [*specs, spec]
+        columns[column], spec = _check_feature(frame[column], trained.get(column), schema, name=name, error=error)
+        specs.append(spec)
     if frame.height < min_rows:
         raise error(f"{name}: only {frame.height} rows; at least {min_rows} are needed")
     learned = replace(schema, features=tuple(specs), target_spec=target_spec, classes=classes)

@@ -142,7 +142,8 @@ def test_csv_types_are_supported(tmp_path):
     """CSV infers Int64, Int128 (past 2**63), Float64, Boolean and String; all encode.
     (The 'big' values are 4096 apart, float64's spacing at 2**64, so they stay distinct.)"""
     path = tmp_path / "d.csv"
-    rows = [f"{i},{(i % 3) * 4096 + 2**64},{i / 7},{'true' if i % 2 else 'false'},c{i % 3},{'ab'[i % 2]}" for i in range(N)]
+    rows = [f"{i},{(i % 3) * 4096 + 2**64},{i / 7},{'true' if i % 2 else 'false'},c{i % 3},{'ab'[i % 2]}"
+            for i in range(N)]
     path.write_text("a,big,f,flag,s,label\n" + "\n".join(rows) + "\n")
     assert pl.read_csv(path, infer_schema_length=None)["big"].dtype == pl.Int128
     data = load_training_data(path, "label")
