@@ -124,8 +124,11 @@ def check_target(series: pl.Series, schema: FrameSchema, *, name: str,
                  error: type = DataValidationError) -> tuple[pl.Series, tuple | None, ColumnSpec]:
     """The label column -> (canonical series, classes, spec). A label never may be missing."""
     column = series.name
-    canon = _check_dtype(series, schema.target_spec, name=name, error=error, role="target column",
-                         advice="labels must be int, bool or string")
+    if schema.target_spec is not None and series.dtype == pl.Null:
+        canon = series  # all null: the value check below names it, the clearer message
+    else:
+        canon = _check_dtype(series, schema.target_spec, name=name, error=error, role="target column",
+                             advice="labels must be int, bool or string")
     if series.dtype.is_integer() and canon.dtype.is_float():
         first = int((canon.abs() >= 2.0 ** 63).arg_true()[0])
         raise error(f"{name}: target column '{column}' has label {series[first]} at row {first}, beyond "

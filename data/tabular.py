@@ -169,7 +169,8 @@ def load_training_data(
             raise DataValidationError(f"{Path(valid).name}: the validation file holds the same rows as "
                                       f"{name}; pass a separate validation file, or omit it to split one off")
         train_idx, valid_idx, train = np.arange(frame.height, dtype=np.int64), None, frame
-        warnings = _warnings(pl.concat([frame.select(keep), valid_part]), target, name)
+        # relaxed: the schema check allows Int32 against Int64, or Float32 against Float64
+        warnings = _warnings(pl.concat([frame.select(keep), valid_part], how="vertical_relaxed"), target, name)
     else:
         train_idx, valid_idx = stratified_split(label_values(frame[target]), valid_fraction, seed)
         train = frame[train_idx]

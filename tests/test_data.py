@@ -173,6 +173,9 @@ def test_valid_file_checks(tmp_path):
         (frame(6, age=[1.0, float("nan")] * 3), ["'age'", "NaN"]),
         (frame(6, age=["x"] * 6), ["'age'", "dtype"]),
     ]
+    narrower = load_training_data(train, "label", valid=write(tmp_path, frame(6).with_columns(
+        pl.col("age").cast(pl.Int32), pl.col("income").cast(pl.Float32)), "v.parquet"))
+    assert narrower.valid["age"].dtype == pl.Int32 and narrower.warnings == ()
     for df, fragments in cases:
         with raises(DataValidationError, *fragments):
             load_training_data(train, "label", valid=write(tmp_path, df, "v.parquet"))

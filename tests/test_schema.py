@@ -66,6 +66,13 @@ def test_training_and_scoring_check_the_target_alike(labels, trained):
     assert training.value.column == "label"
 
 
+def test_an_all_null_column_at_scoring_is_reported_as_nulls():
+    enc = TabularEncoder.fit(GOOD, "label")
+    for column in ("income", "label"):
+        with pytest.raises(SchemaMismatchError, match=f"'{column}' has {N} null values"):
+            enc.validate_scoring_frame(GOOD.with_columns(pl.lit(None, pl.Null).alias(column)))
+
+
 def test_scoring_without_the_target_and_with_ignored_columns():
     enc = TabularEncoder.fit(GOOD, "label")
     checked = enc.validate_scoring_frame(GOOD.drop("label").with_columns(pl.lit(True).alias("flag")),
