@@ -7,7 +7,14 @@ refused with a message instead of being silently mis-encoded.
 
 Encoding, per raw feature column (input order):
 - numeric (ints, floats, decimals; booleans as 0/1): ``(x - mean) / std`` with the
-  training mean and population std (std 0 -> 1, so a constant column encodes to 0);
+  training mean and population std (std 0 -> 1, so a constant column encodes to 0).
+  Mean and std are computed in float64 on values divided by the column's largest
+  magnitude, so no value up to float64's limit (1e308) overflows them: summing squares
+  of 1e200 directly gives an infinite std, which would encode the column as all 0.
+  Every encoded value must be finite in float32: a row that is not (1e308 scored
+  against a training std of 1) is refused with its column and row, never returned as
+  NaN or inf. A column whose distinct values become one float64 (integers past 2**53
+  that differ by less than their spacing) is refused too, rather than collapsed to 0;
 - string / categorical: one-hot over the sorted training categories; a category never
   seen in training encodes to all zeros (the row is still scored, as "none of the
   known levels").
@@ -34,20 +41,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from amortval.data.columns import label_values, missing_mask
 from amortval.data.problem import Problem
-from amortval.data.tabular import (
-    TabularData,
-    column_type,
-    feature_columns,
-    label_values,
-    missing_mask,
-    type_family,
-    validate_training_frame,
-    value_problem,
-)
-from amortval.errors import SchemaMismatchError
+from amortval.data.schema import ColumnSpec, FrameSchema, check_frame, check_target
+from amortval.data.tabular import TabularData
+from amortval.errors import DataValidationError, SchemaMismatchError
 
 ENCODER_FORMAT = 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def as_polars(frame: Any) -> pl.DataFrame:
@@ -94,33 +95,38 @@ class TabularEncoder:
 
     @classmethod
     def fit(cls, frame: pl.DataFrame, target: str, *, exclude: Sequence[str] = (),
-            allow_missing: bool = False) -> TabularEncoder:
+            allow_missing: bool = False, name: str = "training data") -> TabularEncoder:
         """Fit on training rows (validated here: a bad frame raises DataValidationError)."""
-        frame = as_polars(frame)
-        classes = validate_training_frame(frame, target, exclude=exclude, min_rows=2, name="training data",
-                                          allow_missing=allow_missing)
+        frame, schema = check_frame(as_polars(frame), FrameSchema(target, allow_missing=allow_missing),
+                                    name=name, ignore=exclude, min_rows=2)
         columns = []
-        for name in feature_columns(frame, target, exclude):
-            series = frame[name]
-            kind = column_type(series.dtype)
-            if kind == "string":
-                levels = series.cast(pl.String).drop_nulls().unique().to_list()
-                columns.append(ColumnEncoding(name, "categorical", str(series.dtype), kind,
+        for spec in schema.features:
+            series = frame[spec.name]
+            if spec.type == "string":
+                levels = series.drop_nulls().unique().to_list()
+                columns.append(ColumnEncoding(spec.name, "categorical", spec.dtype, spec.type,
                                               categories=tuple(sorted(levels))))
             else:
-                values = series.filter(~missing_mask(series)).cast(pl.Float64).to_numpy()
-                std = float(values.std())
-                columns.append(ColumnEncoding(name, "numeric", str(series.dtype), kind,
-                                              mean=float(values.mean()),
-                                              std=std if std > 0 else 1.0))
-        target_series = frame[target]
+                mean, std = _moments(series)
+                columns.append(ColumnEncoding(spec.name, "numeric", spec.dtype, spec.type, mean=mean, std=std))
         return cls(
             target=target,
             columns=tuple(columns),
-            classes=tuple(classes),
-            target_dtype=str(target_series.dtype),
-            target_type=column_type(target_series.dtype) or "string",
+            classes=schema.classes,
+            target_dtype=schema.target_spec.dtype,
+            target_type=schema.target_spec.type,
             allow_missing=allow_missing,
+        )
+
+    def schema(self, *, encode: bool = True) -> FrameSchema:
+        """The schema every frame scored (or validated) with this encoder is held to."""
+        return FrameSchema(
+            target=self.target,
+            features=tuple(ColumnSpec(c.name, c.type, c.dtype) for c in self.columns),
+            target_spec=ColumnSpec(self.target, self.target_type, self.target_dtype),
+            classes=self.classes,
+            allow_missing=self.allow_missing,
+            encode=encode,
         )
 
     @property
@@ -144,8 +150,13 @@ class TabularEncoder:
             names += [f"{c.name}={v}" for v in c.categories] if c.kind == "categorical" else [c.name]
         return names
 
-    def transform(self, frame: pl.DataFrame) -> np.ndarray:
-        """Encoded features, float32 (rows, n_encoded). Validate untrusted frames first."""
+    def transform(self, frame: pl.DataFrame, *, name: str = "scoring data",
+                  error: type = SchemaMismatchError) -> np.ndarray:
+        """Encoded features, float32 (rows, n_encoded). Validate untrusted frames first.
+
+        A numeric value whose encoding is not finite in float32 raises ``error`` naming
+        the column, the row and the value (``name`` says which input it came from).
+        """
         frame = as_polars(frame)
         out = np.zeros((frame.height, self.n_encoded), dtype=np.float32)
         j = 0
@@ -154,7 +165,7 @@ class TabularEncoder:
             if c.kind == "numeric":
                 # Missing -> the training mean -> 0 (only reachable with allow_missing).
                 filled = series.cast(pl.Float64).fill_nan(None).fill_null(c.mean).to_numpy()
-                out[:, j] = (filled - c.mean) / c.std
+                out[:, j] = _standardize(filled, c, name=name, error=error)
             elif c.categories:
                 codes = series.cast(pl.String).replace_strict(
                     list(c.categories), list(range(len(c.categories))), default=-1,
@@ -165,88 +176,30 @@ class TabularEncoder:
             j += c.width
         return out
 
-    def labels(self, frame: pl.DataFrame) -> np.ndarray:
-        """Class indices (int64, 0..K-1, in sorted-class order); unknown labels raise."""
+    def labels(self, frame: pl.DataFrame, *, name: str = "scoring data",
+               error: type = SchemaMismatchError) -> np.ndarray:
+        """Class indices (int64, 0..K-1, in sorted-class order); unknown labels raise ``error``."""
         frame = as_polars(frame)
         if self.target not in frame.columns:
-            raise SchemaMismatchError(f"target column '{self.target}' not found", self.target)
-        self._check_target(frame[self.target])
+            raise error(f"{name}: target column '{self.target}' not found", self.target)
+        series, _, _ = check_target(frame[self.target], self.schema(), name=name, error=error)
         index = {v: i for i, v in enumerate(self.classes)}
-        return np.array([index[v] for v in label_values(frame[self.target])], dtype=np.int64)
+        return np.array([index[v] for v in label_values(series)], dtype=np.int64)
 
     def validate_scoring_frame(
         self, frame: pl.DataFrame, *, require_target: bool = True, ignore: Sequence[str] = ()
-    ) -> None:
-        """SchemaMismatchError unless ``frame`` has exactly the training schema.
+    ) -> pl.DataFrame:
+        """SchemaMismatchError unless ``frame`` has exactly the training schema; returns
+        the frame with its columns in canonical dtypes (``schema.check_frame``).
 
         Checks, in order: rows present; missing feature (and target, when required)
-        columns; extra columns not listed in ``ignore``; per column the dtype family
-        (numeric / string / boolean), then null/NaN/inf; the target's labels must be
-        training classes. A target present but not required is checked too.
+        columns; extra columns not listed in ``ignore``; the target's labels must be
+        training classes (a target present but not required is checked too); per
+        feature the dtype family (numeric / string / boolean), then null/NaN/inf.
         """
-        frame = as_polars(frame)
-        if frame.height == 0:
-            raise SchemaMismatchError("scoring data has no rows")
-        expected = [*self.feature_columns, *([self.target] if require_target else [])]
-        missing = [c for c in expected if c not in frame.columns]
-        if missing:
-            raise SchemaMismatchError(
-                f"scoring data is missing columns {', '.join(repr(c) for c in missing)} "
-                "that the model was trained on",
-                missing[0],
-            )
-        allowed = {*self.feature_columns, self.target, *ignore}
-        extra = [c for c in frame.columns if c not in allowed]
-        if extra:
-            raise SchemaMismatchError(
-                f"scoring data has extra columns {', '.join(repr(c) for c in extra)} "
-                "not seen in training (drop them or list them as ignored)",
-                extra[0],
-            )
-        for c in self.columns:
-            self._check_dtype(frame[c.name], c.type, c.dtype)
-            problem = value_problem(frame[c.name], allow_missing=self.allow_missing)
-            if problem:
-                raise SchemaMismatchError(f"scoring data: {problem}", c.name)
-        if self.target in frame.columns:
-            self._check_target(frame[self.target])
-
-    def _check_dtype(self, series: pl.Series, want: str, trained: str) -> None:
-        if series.dtype == pl.Null:
-            return  # all null: value_problem names it, which is the clearer message
-        got = column_type(series.dtype)
-        if got is None or type_family(got) != type_family(want):
-            raise SchemaMismatchError(
-                f"scoring data: column '{series.name}' has dtype {series.dtype} "
-                f"({type_family(got) if got else 'unsupported'}); the model was trained on "
-                f"{trained} ({type_family(want)})",
-                series.name,
-            )
-
-    def _check_target(self, series: pl.Series) -> None:
-        self._check_dtype(series, self.target_type, self.target_dtype)
-        problem = value_problem(series)
-        if problem:
-            raise SchemaMismatchError(f"scoring data: target {problem}", self.target)
-        if series.dtype.is_float():
-            fractional = series != series.floor()
-            if fractional.any():
-                first = int(fractional.arg_true()[0])
-                raise SchemaMismatchError(
-                    f"scoring data: target column '{self.target}' has non-integer label "
-                    f"{series[first]} at row {first}", self.target,
-                )
-        known = set(self.classes)
-        values = label_values(series)
-        bad = [i for i, v in enumerate(values) if v not in known]
-        if bad:
-            unknown = sorted({repr(values[i]) for i in bad})
-            raise SchemaMismatchError(
-                f"scoring data: target column '{self.target}' has {len(bad)} labels not among "
-                f"the training classes {list(self.classes)} (first at row {bad[0]}): "
-                f"{', '.join(unknown[:5])}",
-                self.target,
-            )
+        checked = check_frame(as_polars(frame), self.schema(), name="scoring data", error=SchemaMismatchError,
+                              ignore=ignore, require_target=require_target)
+        return checked.frame
 
     def input_schema(self) -> list[tuple[str, str]]:
         """[(column, "double" | "long" | "string" | "boolean")]: features, then the target."""
@@ -283,14 +236,52 @@ class TabularEncoder:
 
 
 def build_problem(data: TabularData) -> tuple[Problem, TabularEncoder]:
-    """Encode train and validation rows with an encoder fitted on the training rows only."""
+    """Encode train and validation rows with an encoder fitted on the training rows only.
+
+    Runs before any Monte Carlo work, so a value that cannot be encoded (see the module
+    docstring) fails here with a ``DataValidationError`` naming column, row and value.
+    """
     exclude = [data.mislabeled_column] if data.mislabeled_column else []
-    encoder = TabularEncoder.fit(data.train, data.target, exclude=exclude, allow_missing=data.allow_missing)
+    train_name, valid_name = f"{data.name} (training rows)", f"{data.name} (validation rows)"
+    encoder = TabularEncoder.fit(data.train, data.target, exclude=exclude, allow_missing=data.allow_missing,
+                                 name=train_name)
     problem = Problem(
-        x_train=encoder.transform(data.train),
-        y_train=encoder.labels(data.train),
-        x_valid=encoder.transform(data.valid),
-        y_valid=encoder.labels(data.valid),
+        x_train=encoder.transform(data.train, name=train_name, error=DataValidationError),
+        y_train=encoder.labels(data.train, name=train_name, error=DataValidationError),
+        x_valid=encoder.transform(data.valid, name=valid_name, error=DataValidationError),
+        y_valid=encoder.labels(data.valid, name=valid_name, error=DataValidationError),
         n_classes=encoder.n_classes,
     )
     return problem, encoder
+
+
+def _moments(series: pl.Series) -> tuple[float, float]:
+    """(mean, population std) of the observed values, without overflow; std 0 -> 1.
+
+    Dividing by the largest magnitude first keeps every intermediate within [-1, 1]
+    (squares too), so values up to float64's limit give finite moments. Distinct values
+    that merge in float64 were refused by ``columns.float_collision`` already.
+    """
+    values = series.filter(~missing_mask(series)).cast(pl.Float64).to_numpy()
+    scale = float(np.abs(values).max())
+    if scale == 0.0:
+        return 0.0, 1.0
+    unit = values / scale
+    mean, std = float(unit.mean()) * scale, float(unit.std()) * scale
+    return mean, std if std > 0.0 else 1.0
+
+
+def _standardize(values: np.ndarray, c: ColumnEncoding, *, name: str, error: type) -> np.ndarray:
+    """(values - mean) / std in float64, refusing any result beyond float32's range."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (values - c.mean) / c.std
+        spilled = ~np.isfinite(z)  # x - mean overflowed float64; the quotients may still fit
+        z[spilled] = values[spilled] / c.std - c.mean / c.std
+    bad = np.flatnonzero(~(np.abs(z) <= _FLOAT32_MAX))
+    if bad.size:
+        row = int(bad[0])
+        raise error(
+            f"{name}: column '{c.name}' value {values[row]:g} at row {row} cannot be encoded: it lies "
+            f"{abs(z[row]):g} training standard deviations (std {c.std:g}) from the training mean "
+            f"{c.mean:g}, beyond 32-bit floats ({len(bad)} such rows)", c.name)
+    return z

@@ -24,6 +24,7 @@ import polars as pl
 import torch
 
 from amortval.data.encoding import TabularEncoder
+from amortval.errors import AmortvalError
 from amortval.models.valuation_net import ValuationEnsemble
 
 MODEL_FORMAT = 2  # 2: the network is an ensemble of cross-fitted members
@@ -52,12 +53,14 @@ class ValuationModel:
 
         The frame is validated against the training schema first: a missing, extra (not in
         ``ignore``) or retyped column, a null/NaN/inf value or an unknown label raises
-        ``SchemaMismatchError`` naming the column. pandas frames are converted with
-        ``pl.from_pandas``.
+        ``SchemaMismatchError`` naming the column, and so does a value too far out to encode
+        (``encoding.py``). pandas frames are converted with ``pl.from_pandas``. A
+        non-finite output raises ``AmortvalError`` instead of being returned: a NaN value
+        would sort anywhere and silently decide which rows a curation keeps.
         """
         if isinstance(frame, pd.DataFrame):
             frame = pl.from_pandas(frame)
-        self.encoder.validate_scoring_frame(frame, require_target=True, ignore=ignore)
+        frame = self.encoder.validate_scoring_frame(frame, require_target=True, ignore=ignore)
         x = torch.from_numpy(self.encoder.transform(frame))
         y = torch.from_numpy(self.encoder.labels(frame))
         out = np.empty(x.shape[0], dtype=np.float64)
@@ -66,7 +69,14 @@ class ValuationModel:
             for start in range(0, x.shape[0], _CHUNK):
                 stop = start + _CHUNK
                 out[start:stop] = self.net.value(x[start:stop], y[start:stop]).double().numpy()
-        return out * self.target_scale
+        out *= self.target_scale
+        bad = np.flatnonzero(~np.isfinite(out))
+        if bad.size:
+            raise AmortvalError(
+                f"the valuation network returned {len(bad)} non-finite values (first at row {bad[0]}: "
+                f"{out[bad[0]]}) for finite inputs; the model is broken, retrain it"
+            )
+        return out
 
     def save(self, directory: str | Path) -> Path:
         """Write weights, encoder and metadata into ``directory`` (created if needed)."""

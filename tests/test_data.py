@@ -18,7 +18,7 @@ from amortval.data.tabular import (
     read_table,
     validate_training_frame,
 )
-from amortval.errors import DataValidationError, SchemaMismatchError
+from amortval.errors import ConfigError, DataValidationError, SchemaMismatchError
 
 
 def frame(n: int = 12, **overrides) -> pl.DataFrame:
@@ -173,18 +173,21 @@ def test_valid_file_checks(tmp_path):
         (frame(6, age=[1.0, float("nan")] * 3), ["'age'", "NaN"]),
         (frame(6, age=["x"] * 6), ["'age'", "dtype"]),
     ]
+    narrower = load_training_data(train, "label", valid=write(tmp_path, frame(6).with_columns(
+        pl.col("age").cast(pl.Int32), pl.col("income").cast(pl.Float32)), "v.parquet"))
+    assert narrower.valid["age"].dtype == pl.Int32 and narrower.warnings == ()
     for df, fragments in cases:
         with raises(DataValidationError, *fragments):
             load_training_data(train, "label", valid=write(tmp_path, df, "v.parquet"))
 
 
 def test_mislabeled_column(tmp_path):
-    flags = [i % 4 == 0 for i in range(12)]
-    data = load_training_data(write(tmp_path, frame(flag=flags)), "label", mislabeled_column="flag",
+    flags = [i % 4 == 0 for i in range(16)]
+    data = load_training_data(write(tmp_path, frame(16, flag=flags)), "label", mislabeled_column="flag",
                               valid_fraction=0.25)
     assert np.array_equal(data.mislabeled, np.array(flags)[data.train_rows])
     assert "flag" not in data.features and "flag" not in data.valid.columns
-    as_int = load_training_data(write(tmp_path, frame(flag=[int(f) for f in flags])), "label",
+    as_int = load_training_data(write(tmp_path, frame(16, flag=[int(f) for f in flags])), "label",
                                 mislabeled_column="flag")
     assert as_int.mislabeled.dtype == bool
     with raises(DataValidationError, "'nope' not found"):
@@ -193,6 +196,51 @@ def test_mislabeled_column(tmp_path):
         load_training_data(write(tmp_path, frame(flag=["y"] * 12)), "label", mislabeled_column="flag")
     with raises(DataValidationError, "'flag'", "value 2 at row 1"):
         load_training_data(write(tmp_path, frame(flag=[0, 2] * 6)), "label", mislabeled_column="flag")
+
+
+def test_labels_differing_only_by_whitespace_warn_and_stay_apart(tmp_path):
+    labels = ["approved", "approved ", "denied", " denied"] * 5
+    data = load_training_data(write(tmp_path, frame(20, label=labels, city=["n", "n "] * 10)), "label")
+    assert len(data.warnings) == 2, data.warnings
+    target, city = data.warnings
+    assert target.startswith("d.parquet: target column 'label'") and "'approved' vs 'approved '" in target
+    assert "' denied' vs 'denied'" in target and "'city'" in city and "'n' vs 'n '" in city
+    _, enc = build_problem(data)
+    assert len(enc.classes) == 4, "not merged silently either: the user decides"
+    assert load_training_data(write(tmp_path, frame(20)), "label").warnings == ()
+
+
+def test_whitespace_variant_only_in_the_validation_file_warns(tmp_path):
+    train = write(tmp_path, frame(), "train.parquet")
+    valid = write(tmp_path, frame(6, city=["a ", "b", "c"] * 2), "v.parquet")
+    warnings = load_training_data(train, "label", valid=valid).warnings
+    assert len(warnings) == 1 and "'a' vs 'a '" in warnings[0]
+
+
+def test_valid_naming_the_data_file_is_refused(tmp_path):
+    data = write(tmp_path, frame(), "d.parquet")
+    (tmp_path / "link.parquet").symlink_to(data)
+    for same in (data, tmp_path / "." / "d.parquet", tmp_path / "link.parquet"):
+        with raises(ConfigError, "is the data file"):
+            load_training_data(data, "label", valid=same)
+    copy = write(tmp_path, frame(), "copy.csv")
+    with raises(DataValidationError, "copy.csv", "same rows as d.parquet"):
+        load_training_data(data, "label", valid=copy)
+
+
+@pytest.mark.parametrize(("n", "fraction", "left"), [(1000, 0.999, 2), (12, 0.5, 6), (40, 0.9, 4)])
+def test_split_leaving_too_few_training_rows_is_refused(tmp_path, n, fraction, left):
+    path = write(tmp_path, frame(n))
+    with raises(DataValidationError, f"valid_fraction {fraction:g} leaves {left} training rows",
+                "at least 10 training rows and 2 per class"):
+        load_training_data(path, "label", valid_fraction=fraction)
+
+
+def test_split_minimums_hold_at_the_boundary(tmp_path):
+    assert load_training_data(write(tmp_path, frame(12)), "label").train.height == 10  # exactly the minimum
+    skewed = ["a"] * 18 + ["b"] * 2  # b keeps 1 training row whatever the fraction
+    with raises(DataValidationError, "class 'b': 1"):
+        load_training_data(write(tmp_path, frame(20, label=skewed)), "label")
 
 
 # --- encoder --------------------------------------------------------------------------
