@@ -17,13 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from amortval.errors import ConfigError, DataValidationError
+from amortval.tasks.streams import stream
 
 MIN_TRAIN_ROWS = 10
 MIN_CLASS_TRAIN_ROWS = 2
-
-# Independent stream for the split, so it never correlates with sampling draws that
-# reuse the same run seed.
-_SPLIT_STREAM = 0x5B1
 
 
 def stratified_split(labels: Sequence, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +33,7 @@ def stratified_split(labels: Sequence, valid_fraction: float, seed: int) -> tupl
     """
     if not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM]))
+    rng = stream(seed, "split")
     classes = sorted(set(labels))
     index = {v: i for i, v in enumerate(classes)}
     codes = np.array([index[v] for v in labels], dtype=np.int64)

@@ -62,13 +62,18 @@ def add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] |
             continue
         kind, choices = _type(field.annotation)
         default = field.get_default(call_default_factory=True)
-        help_text = f"{field.description} (default: {'on' if default is True else default})"
+        help_text = field.description if "(default:" in field.description else \
+            f"{field.description} (default: {_shown(default)})"
         if kind is bool:
             action = "store_false" if default else "store_true"
             parser.add_argument(flag(name), dest=name, action=action, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag(name), dest=name, type=kind, choices=choices, default=argparse.SUPPRESS,
                                 metavar=None if choices else name.upper(), help=help_text)
+
+
+def _shown(default) -> str:
+    return "on" if default is True else "off" if default is False else "none" if default is None else str(default)
 
 
 def options_table() -> str:
@@ -78,8 +83,7 @@ def options_table() -> str:
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
     for name, field in option_fields().items():
         default = field.get_default(call_default_factory=True)
-        shown = "on" if default is True else "off" if default is False else "none" if default is None else default
-        rows.append(f"| `{flag(name)}` | {shown} | {field.description} |")
+        rows.append(f"| `{flag(name)}` | {_shown(default)} | {field.description} |")
     return "\n".join(rows)
 
 
@@ -133,7 +137,9 @@ def _value(args: argparse.Namespace) -> dict:
 
     config = RunConfig.from_options(**_given(args, OPTION_PARTS))
     _check_out(config.out)
-    load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)  # validation, before any work
+    inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)  # validation, before any work
+    for warning in inputs.data.warnings:
+        print(f"amortval: warning: {warning}", file=sys.stderr)
     ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
     from amortval.flows.valuation import value_dataset
 
@@ -163,11 +169,14 @@ def _amortize(args: argparse.Namespace) -> dict:
 
 
 def _curate(args: argparse.Namespace) -> dict:
+    from amortval.data.schema import mislabeled_flags
     from amortval.data.tabular import read_table
     from amortval.tasks.curate import CurationRule
 
     CurationRule(threshold=args.threshold, drop_fraction=args.drop_fraction)
-    read_table(args.data)
+    frame = read_table(args.data)
+    if args.mislabeled_column:
+        mislabeled_flags(frame, args.mislabeled_column, name=Path(args.data).name)
     _check_out(args.out)
     from amortval.flows.curation import curate_dataset
 

@@ -15,6 +15,7 @@ import polars as pl
 from prefect import flow, get_run_logger
 
 from amortval.data.store import ValuationStore
+from amortval.data.schema import mislabeled_flags
 from amortval.data.tabular import read_table
 from amortval.errors import ModelNotFoundError
 from amortval.tasks import tracking
@@ -43,6 +44,7 @@ def curate_dataset(
     pin_threads()
     rule = CurationRule(threshold=threshold, drop_fraction=drop_fraction)
     frame = read_table(data)
+    flags = mislabeled_flags(frame, mislabeled_column, name=Path(data).name) if mislabeled_column else None
     paths = store_paths(store)
     uri = tracking.tracking_uri(paths["root"])
     ignore = [mislabeled_column] if mislabeled_column else []
@@ -62,7 +64,7 @@ def curate_dataset(
     kept_path, dropped_path = default_outputs(data, paths["curated"], out)
     write_parquet(scored.filter(pl.Series(kept)), kept_path)
     write_parquet(scored.filter(~pl.Series(kept)), dropped_path)
-    metrics = curation_metrics(frame, values, kept, mislabeled_column)
+    metrics = curation_metrics(values, kept, flags)
     tracking.log_curation_run(uri=uri, experiment=chosen.name, run_name=curation_id, model_uri=chosen.uri,
                               params={"data": str(data), "model_uri": chosen.uri, "model_version": chosen.version,
                                       "rule": rule.describe(), "curation_id": curation_id},

@@ -25,7 +25,7 @@ def print_valuation(r: dict) -> None:
     reused = "" if new_fits == int(r.get("model_fits", 0)) else f"; {new_fits:,} of them computed now, the rest stored"
     if r.get("reported_stored"):
         reused = "; the run was already complete: nothing computed, stored results reported"
-    lines = [f"amortval: warning: {w}" for w in r.get("warnings", ())] + [
+    lines = [
         f"amortval: valued {r.get('source')} in {r['seconds']:.1f} s  (run {r['run_id']})",
         f"  samples           {int(r.get('samples_stored', 0)):,} used  from {int(r.get('model_fits', 0)):,} model fits"
         + reused + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),

@@ -91,7 +91,7 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
             summary = record_task(db, plan, inputs, result, started_at=started, new_fits=new_fits)
     export_values(summary["values_path"], config.out)
     return {**summary, "source": inputs.source, "out": config.out, "flow_run_id": str(flow_run.id),
-            "seconds": time.time() - started, "warnings": list(getattr(inputs.data, "warnings", ()))}
+            "seconds": time.time() - started, "warnings": list(inputs.data.warnings)}
 
 
 def _epoch_logger(logger):

@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
@@ -89,12 +89,14 @@ class SamplingConfig(_Part):
     samples: int = Field(50, ge=1, le=MAX_SAMPLES, description="Monte Carlo samples per point (the budget; a larger one extends a stored run)")
     batch_fits: int = Field(2000, ge=1, description="model fits per Prefect task (changes no result)")
 
-    @model_validator(mode="after")
-    def _check_sampler(self) -> SamplingConfig:
-        if self.method not in COMPATIBLE[self.sampler_name]:
-            raise ValueError(f"sampler {self.sampler_name!r} cannot estimate method {self.method!r}; "
-                             f"it supports {', '.join(COMPATIBLE[self.sampler_name])}")
-        return self
+    @field_validator("sampler")
+    @classmethod
+    def _check_sampler(cls, sampler: str | None, info: ValidationInfo) -> str | None:
+        method = info.data.get("method")
+        if sampler is not None and method is not None and method not in COMPATIBLE[sampler]:
+            raise ValueError(f"sampler {sampler!r} cannot estimate method {method!r}; "
+                             f"it supports {', '.join(COMPATIBLE[sampler])}")
+        return sampler
 
     @property
     def sampler_name(self) -> str:

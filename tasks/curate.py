@@ -60,13 +60,12 @@ def select(values: np.ndarray, rule: CurationRule) -> tuple[np.ndarray, list[str
     return kept, reasons
 
 
-def curation_metrics(frame, values: np.ndarray, kept: np.ndarray, mislabeled_column: str | None) -> dict[str, float]:
-    """Rows scored, kept, dropped; with known label errors, how well dropping finds them."""
+def curation_metrics(values: np.ndarray, kept: np.ndarray, flags: np.ndarray | None) -> dict[str, float]:
+    """Rows scored, kept, dropped; with known label errors (``flags``), how well dropping finds them."""
     from amortval.tasks.metrics import mislabeled_auroc
 
-    metrics = {"rows_scored": len(frame), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum())}
-    if mislabeled_column:
-        flags = frame[mislabeled_column].cast(bool).to_numpy()
+    metrics = {"rows_scored": len(values), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum())}
+    if flags is not None:
         metrics["mislabeled_auroc"] = mislabeled_auroc(values, flags)
         metrics["dropped_mislabeled_precision"] = float(flags[~kept].mean()) if (~kept).any() else float("nan")
         metrics["mislabeled_recall"] = float((~kept)[flags].mean()) if flags.any() else float("nan")
