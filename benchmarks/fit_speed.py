@@ -78,8 +78,13 @@ def run(tables: list[int], learners: list[str], size: int, seconds: float, befor
                 utility = make_utility(learner, problem, seed=0)
                 setup = time.perf_counter() - began
                 utility.learner.gather = gather
+                call = CALL_SIZE[learner]
+                if not gather:
+                    # Shared rows are fitted one chunk at a time whatever the call (a chunk
+                    # is 1-2 models at 100K rows): one chunk per call keeps the cell short.
+                    call = min(call, utility.learner.chunk_size)
                 # Past a coalition of the whole table "1,000 rows" means all of it.
-                rate, fits = fits_per_second(utility, rows, min(size, rows), CALL_SIZE[learner], seconds)
+                rate, fits = fits_per_second(utility, rows, min(size, rows), call, seconds)
                 results.append({"learner": learner, "variant": variant, "table_rows": rows,
                                 "coalition_rows": min(size, rows), "fits_per_s": round(rate, 1),
                                 "fits": fits, "setup_s": round(setup, 2)})
