@@ -1,7 +1,9 @@
 """Small torch models trained many-at-once: one masked, batched tensor program per chunk.
 
 Data valuation retrains the same small model on tens of thousands of subsets of one
-training set. Fitting them one at a time spends nearly all the time in Python and in
+training set. (Coalitions much smaller than n are the exception to what follows: each
+such model gets its own gathered rows X[S], so its cost follows |S|, not n; see
+``models/training_rows.py``.) Fitting them one at a time spends nearly all the time in Python and in
 tiny, badly shaped matrix products. Here every model of a chunk sees the *shared* design
 matrix X (n, d); a subset S enters only through per-model point weights
 ``1[i in S] / |S|``. One chunk of b models is then a handful of large GEMMs per step,
@@ -38,12 +40,14 @@ import numpy as np
 import torch
 
 from amortval.data.problem import Problem
+from amortval.models.training_rows import GatheredRows, SharedRows, gather_indices, gathers, padded_rows
 
 # Floats in the largest per-step activation of a chunk (b * width * n), ~1 MB, at most
 # 512 models: larger chunks gained <10% on one thread and memory stays bounded.
 _CHUNK_ELEMENTS = 1 << 18
 _MAX_CHUNK = 512
 _MIN_ROWS = 32
+_GATHERED_ELEMENTS = 1 << 20
 
 
 def _with_ones(x: np.ndarray) -> torch.Tensor:
@@ -75,6 +79,7 @@ class _BatchedLearner:
     """Shared tensors, chunking and scoring; subclasses implement ``_fit_chunk``."""
 
     width: int  # activations per point and model (K, or the hidden width)
+    gather = True  # fit small coalitions on their own rows (see fit_score)
 
     def __init__(self, problem: Problem, *, steps: int, lr: float, l2: float,
                  chunk_size: int | None):
@@ -83,42 +88,80 @@ class _BatchedLearner:
         self.xt = self.x.T.contiguous()  # (d+1, n)
         self.xv_t = _with_ones(problem.x_valid).T.contiguous()  # (d+1, n_valid)
         y = torch.from_numpy(np.asarray(problem.y_train, dtype=np.int64))
-        self.onehot = torch.nn.functional.one_hot(y, self.n_classes).T.float().contiguous()
+        self.onehot_rows = torch.nn.functional.one_hot(y, self.n_classes).float()  # (n, K)
+        self.shared_rows = SharedRows(self.xt, self.onehot_rows.T.contiguous().unsqueeze(0))
         self.y_valid = torch.from_numpy(np.asarray(problem.y_valid, dtype=np.int64))
         self.steps, self.lr, self.l2 = int(steps), float(lr), float(l2)
         self._chunk_size = chunk_size
 
     @property
     def chunk_size(self) -> int:
+        """Models per chunk on the shared rows (per gathered bucket: ``_chunk_for``)."""
         if self._chunk_size is not None:
             return max(1, int(self._chunk_size))
-        per_model = self.width * self.x.shape[0]
-        return int(min(_MAX_CHUNK, max(1, _CHUNK_ELEMENTS // per_model)))
+        return int(min(_MAX_CHUNK, max(1, _CHUNK_ELEMENTS // (self.width * self.x.shape[0]))))
+
+    def _chunk_for(self, rows: int) -> int:
+        """Models per chunk of gathered models of ``rows`` rows each: their own copies of
+        X[S] dominate memory, ~4 MB a chunk (logreg, 1,000 rows: 64 models ran 1.5x
+        faster than 256, which spill out of cache on every step)."""
+        if self._chunk_size is not None:
+            return max(1, int(self._chunk_size))
+        per_model = (self.x.shape[1] + self.width) * rows
+        return int(min(_MAX_CHUNK, max(1, _GATHERED_ELEMENTS // per_model)))
 
     def fit_score(self, masks: np.ndarray) -> np.ndarray:
-        """Validation accuracy (float64, (B,)) of one model per mask row, chunk by chunk."""
+        """Validation accuracy (float64, (B,)) of one model per mask row, chunk by chunk.
+
+        A coalition much smaller than n is fitted on its own gathered rows, the others on
+        the shared table (``models/training_rows.py``); which one depends only on |S| and
+        n, and a gathered model is padded to a bucket of its own size, so v(S) does not
+        depend on what else is in the call. ``gather = False`` forces the shared rows
+        (the cost before gathering, for benchmarks).
+        """
         masks = np.ascontiguousarray(masks, dtype=bool)
         out = np.empty(masks.shape[0], dtype=np.float64)
-        step = self.chunk_size
+        sizes = masks.sum(axis=1)
+        gathered = gathers(sizes, masks.shape[1]) if self.gather else np.zeros(len(masks), dtype=bool)
+        with torch.no_grad():
+            shared = np.flatnonzero(~gathered)
+            step = self.chunk_size
+            for start in range(0, len(shared), step):
+                rows = shared[start:start + step]
+                out[rows] = self._score_shared(masks[rows])
+            bucket = np.array([padded_rows(s) for s in sizes[gathered]], dtype=np.int64)
+            for rows_per_model in np.unique(bucket):
+                models = np.flatnonzero(gathered)[bucket == rows_per_model]
+                step = self._chunk_for(int(rows_per_model))
+                for start in range(0, len(models), step):
+                    chunk = models[start:start + step]
+                    idx, real = gather_indices(masks[chunk], int(rows_per_model))
+                    design = GatheredRows(self.x, self.onehot_rows, idx)
+                    out[chunk] = self._score(design, real, len(chunk))
+        return out
+
+    def _score_shared(self, masks: np.ndarray) -> np.ndarray:
+        m = torch.from_numpy(masks).float()
+        b = m.shape[0]
         # MKL switches to other kernels (other summation order) for products with fewer
         # than ~12 model rows; padding small chunks with copies of their first mask keeps
         # every row's arithmetic, hence v(S), independent of what else is in the chunk.
         min_models = -(-_MIN_ROWS // self.width)
-        with torch.no_grad():
-            for start in range(0, masks.shape[0], step):
-                m = torch.from_numpy(masks[start : start + step]).float()
-                b = m.shape[0]
-                if b < min_models:
-                    m = torch.cat([m, m[:1].expand(min_models - b, -1)])
-                count = m.sum(dim=1, keepdim=True).clamp_(min=1.0)
-                logits = self._fit_chunk(m / count, 1.0 / count)  # (b, K, n_valid)
-                # max(...).indices: the first maximal class, like argmax, but ~20x faster here.
-                correct = logits[:b].max(dim=1).indices == self.y_valid
-                out[start : start + b] = correct.double().mean(dim=1).numpy()
-        return out
+        if b < min_models:
+            m = torch.cat([m, m[:1].expand(min_models - b, -1)])
+        return self._score(self.shared_rows, m, b)
 
-    def _fit_chunk(self, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
-        """weight (b, n) = 1[i in S]/|S|; inv_count (b, 1). Returns validation logits."""
+    def _score(self, design, member: torch.Tensor, b: int) -> np.ndarray:
+        """Fit one model per row of ``member`` (b', rows) 0/1 on ``design``; score the first b."""
+        count = member.sum(dim=1, keepdim=True).clamp_(min=1.0)
+        logits = self._fit_chunk(design, member / count, 1.0 / count)  # (b', K, n_valid)
+        # max(...).indices: the first maximal class, like argmax, but ~20x faster here.
+        correct = logits[:b].max(dim=1).indices == self.y_valid
+        return correct.double().mean(dim=1).numpy()
+
+    def _fit_chunk(self, rows, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
+        """rows: SharedRows or GatheredRows; weight (b, rows) = 1[i in S]/|S|; inv_count
+        (b, 1). Returns validation logits (b, K, n_valid)."""
         raise NotImplementedError
 
     def _penalty(self, inv_count: torch.Tensor, width: int) -> torch.Tensor:
@@ -146,7 +189,7 @@ class BatchedLogisticRegression(_BatchedLearner):
         # sigmoid(2 w.x): one column is trained, the same iterates at half the cost.
         self.width = 1 if self.n_classes == 2 else self.n_classes
 
-    def _fit_chunk(self, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
+    def _fit_chunk(self, rows, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
         b, n = weight.shape
         k = self.width
         # Column (model, class) of wt: that class's weights, bias last. Stored transposed
@@ -156,10 +199,10 @@ class BatchedLogisticRegression(_BatchedLearner):
         point_weight = weight.unsqueeze(1)  # (b, 1, n)
         adam = _Adam([wt], self.lr)
         for _ in range(self.steps):
-            z = (wt.T @ self.xt).view(b, k, n)
+            z = rows.forward(wt, k)
             p = torch.sigmoid(z.mul_(2.0)) if k == 1 else torch.softmax(z, dim=1)
-            residual = p.sub_(self.onehot[-k:]).mul_(point_weight)  # dCE/dlogits, weighted
-            adam.step([torch.addmm(pen * wt, self.xt, residual.view(b * k, n).T)])
+            residual = p.sub_(rows.onehot[:, -k:]).mul_(point_weight)  # dCE/dlogits, weighted
+            adam.step([rows.backward(pen * wt, residual)])
         logits = (wt.T @ self.xv_t).view(b, k, -1)
         return torch.cat([-logits, logits], dim=1) if k == 1 else logits
 
@@ -186,7 +229,7 @@ class BatchedMLP(_BatchedLearner):
         self.w1_init[:, :d] = (torch.rand(self.hidden, d, generator=gen) * 2 - 1) / math.sqrt(d)
         self.w2_init = (torch.rand(k, self.hidden, generator=gen) * 2 - 1) / math.sqrt(self.hidden)
 
-    def _fit_chunk(self, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
+    def _fit_chunk(self, rows, weight: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
         b, n = weight.shape
         h, k = self.hidden, self.n_classes
         w1t = self.w1_init.T.repeat(1, b)  # (d+1, b*h): layout as in the logistic model
@@ -198,15 +241,15 @@ class BatchedMLP(_BatchedLearner):
         adam = _Adam([w1t, w2, b2], self.lr)
         active = torch.empty(b, h, n)  # ReLU derivative, as floats: bool masks are slow
         for _ in range(self.steps):
-            z1 = (w1t.T @ self.xt).view(b, h, n)
+            z1 = rows.forward(w1t, h)
             torch.gt(z1, 0.0, out=active)
             a = z1.clamp_min_(0.0)
             p = torch.softmax(torch.baddbmm(b2, w2, a), dim=1)
-            g2 = p.sub_(self.onehot).mul_(point_weight)  # (b, k, n)
+            g2 = p.sub_(rows.onehot).mul_(point_weight)  # (b, k, n)
             grad_w2 = torch.baddbmm(pen2 * w2, g2, a.transpose(1, 2))
             grad_b2 = g2.sum(dim=2, keepdim=True)
             g1 = torch.bmm(w2.transpose(1, 2), g2).mul_(active)  # (b, h, n)
-            grad_w1 = torch.addmm(pen1 * w1t, self.xt, g1.view(b * h, n).T)
+            grad_w1 = rows.backward(pen1 * w1t, g1)
             adam.step([grad_w1, grad_w2, grad_b2])
         a_valid = torch.relu((w1t.T @ self.xv_t).view(b, h, -1))
         return torch.baddbmm(b2, w2, a_valid)

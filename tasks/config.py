@@ -32,19 +32,23 @@ from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
 
 LEARNERS = LEARNER_NAMES
-METHODS = ("shapley", "beta", "banzhaf")
-SAMPLERS = ("permutation", "independent", "msr")
+METHODS = ("shapley", "beta", "banzhaf", "distributional")
+SAMPLERS = ("permutation", "independent", "msr", "distributional")
 RUNNERS = ("threads", "dask")
 
 # Shapley: one permutation chain gives every point a sample for one fit each.
 # Beta: permutation samples would need importance weights up to ~n*p(0) (variance ~8x
 # for Beta(16,1)); drawing the cardinality from the Beta prior directly is cheaper overall.
 # Banzhaf: maximum sample reuse (Wang & Jia 2023) gives every point a sample per fit.
-DEFAULT_SAMPLER = {"shapley": "permutation", "beta": "independent", "banzhaf": "msr"}
+# Distributional: blocks of a permutation chained onto a small random context, about one
+# fit of at most max_size rows per sample (tasks/samplers/distributional.py).
+DEFAULT_SAMPLER = {"shapley": "permutation", "beta": "independent", "banzhaf": "msr",
+                   "distributional": "distributional"}
 COMPATIBLE = {
     "permutation": ("shapley", "beta"),
     "independent": METHODS,
     "msr": ("banzhaf",),
+    "distributional": ("distributional",),
 }
 MAX_SEED = 2**63 - 1  # stored as a 64-bit integer; SeedSequence takes any size
 MAX_SAMPLES = 100_000  # per point; a larger budget is a typo, not a plan
@@ -81,10 +85,12 @@ class UtilityConfig(_Part):
 class SamplingConfig(_Part):
     """The semivalue, how it is sampled, and the budget."""
 
-    method: Literal[METHODS] = Field("shapley", description="semivalue: Data Shapley, Beta Shapley, Data Banzhaf")
-    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf)")
+    method: Literal[METHODS] = Field("shapley", description="semivalue: Data Shapley, Beta Shapley, Data Banzhaf, Distributional Shapley")
+    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf, distributional for distributional)")
     alpha: float = Field(16.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley alpha")
     beta: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley beta")
+    min_size: int = Field(0, ge=0, description="distributional: smallest coalition |S|; 0 is Ghorbani et al.'s definition, |S| uniform on 0..max_size-1")
+    max_size: int = Field(1000, ge=1, description="distributional: coalitions have |S| < max_size, clipped to the training set; 1,000 keeps every fit about 1,000 rows whatever n (the paper's CIFAR-10 scale); at or above n it is Data Shapley")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="run seed: every random draw derives from it through named streams")
     samples: int = Field(50, ge=1, le=MAX_SAMPLES, description="Monte Carlo samples per point (the budget; a larger one extends a stored run)")
     batch_fits: int = Field(2000, ge=1, description="model fits per Prefect task (changes no result)")
@@ -98,15 +104,26 @@ class SamplingConfig(_Part):
                              f"it supports {', '.join(COMPATIBLE[sampler])}")
         return sampler
 
+    @field_validator("max_size")
+    @classmethod
+    def _check_sizes(cls, max_size: int, info: ValidationInfo) -> int:
+        min_size = info.data.get("min_size")
+        if min_size is not None and min_size >= max_size:
+            raise ValueError(f"must be above --min-size (got {max_size} <= {min_size})")
+        return max_size
+
     @property
     def sampler_name(self) -> str:
         """The sampler used: the one given, else the method's default."""
         return self.sampler or DEFAULT_SAMPLER[self.method]
 
     def identity(self) -> dict:
-        """What changes the draws: not the budget, not the batch size."""
-        beta = {"alpha": self.alpha, "beta": self.beta} if self.method == "beta" else {}
-        return {"method": self.method, "sampler": self.sampler_name, "seed": self.seed, **beta}
+        """What changes the draws: not the budget, not the batch size, not the parameters of
+        another method (the sizes as given: they are clipped to n only at run time)."""
+        params = {"beta": {"alpha": self.alpha, "beta": self.beta},
+                  "distributional": {"min_size": self.min_size, "max_size": self.max_size}}
+        return {"method": self.method, "sampler": self.sampler_name, "seed": self.seed,
+                **params.get(self.method, {})}
 
 
 class AmortizationConfig(_Part):

@@ -25,12 +25,12 @@ def all_coalition_values(utility: Utility) -> np.ndarray:
     return values
 
 
-def exact_semivalues(
-    utility: Utility, method: str, *, alpha: float = 16.0, beta: float = 1.0
-) -> np.ndarray:
+def exact_semivalues(utility: Utility, method: str, **size_params) -> np.ndarray:
+    """phi of every point; ``size_params`` as ``size_distribution`` takes them (alpha, beta,
+    min_size, max_size)."""
     n = utility.n
     values = all_coalition_values(utility)
-    coef = subset_coefficients(size_distribution(method, n - 1, alpha=alpha, beta=beta))
+    coef = subset_coefficients(size_distribution(method, n - 1, **size_params))
     codes = np.arange(1 << n)
     sizes = np.array([bin(c).count("1") for c in codes])
     phi = np.empty(n)

@@ -10,6 +10,9 @@ contribution is an unbiased sample of phi_i. ``p`` is what distinguishes them:
   puts its mass on small coalitions, Beta(1, 1) is Shapley.
 - Data Banzhaf (Wang & Jia 2023): every other point joins with probability 1/2,
   k ~ Binomial(n-1, 1/2).
+- Distributional Shapley (Ghorbani, Kim & Zou 2020), pool-based: k uniform on
+  {min_size..max_size-1}, clipped to {0..n-1} (``size_range``). Small coalitions whatever
+  n: a fit costs O(max_size) rows, which is what makes very large pools tractable.
 """
 
 from __future__ import annotations
@@ -19,8 +22,26 @@ from scipy import stats
 from scipy.special import gammaln
 
 
-def size_distribution(method: str, n_others: int, *, alpha: float = 16.0, beta: float = 1.0) -> np.ndarray:
-    """p(k) for k = 0..n_others (float64, sums to 1)."""
+def size_range(n_others: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """Distributional Shapley's sizes [lo, hi] (inclusive) on a pool of n_others + 1 points.
+
+    Sizes are min_size..max_size-1 clipped to what the pool allows (0..n_others): a
+    ``max_size`` past the pool is Data Shapley from min_size up, and a ``min_size`` past
+    it leaves the single size n_others. Every sampler of the method uses this one rule.
+    """
+    if max_size < 1 or min_size < 0:
+        raise ValueError(f"need 0 <= min_size < max_size, got {min_size}, {max_size}")
+    hi = min(int(max_size) - 1, int(n_others))
+    return min(int(min_size), hi), hi
+
+
+def size_distribution(method: str, n_others: int, *, alpha: float = 16.0, beta: float = 1.0,
+                      min_size: int = 0, max_size: int | None = None) -> np.ndarray:
+    """p(k) for k = 0..n_others (float64, sums to 1).
+
+    ``max_size`` has no default for "distributional": it defines the method (the config
+    holds its default), so a caller that forgets it fails instead of getting Shapley.
+    """
     k = np.arange(n_others + 1)
     if method == "shapley":
         p = np.full(n_others + 1, 1.0 / (n_others + 1))
@@ -28,6 +49,11 @@ def size_distribution(method: str, n_others: int, *, alpha: float = 16.0, beta: 
         p = stats.betabinom.pmf(k, n_others, beta, alpha)
     elif method == "banzhaf":
         p = stats.binom.pmf(k, n_others, 0.5)
+    elif method == "distributional":
+        if max_size is None:
+            raise ValueError("the distributional semivalue needs max_size")
+        lo, hi = size_range(n_others, min_size, max_size)
+        p = ((k >= lo) & (k <= hi)).astype(np.float64)
     else:
         raise ValueError(f"unknown semivalue {method!r}")
     return p / p.sum()

@@ -16,6 +16,8 @@ Purposes:
 - ``network``: valuation-network initialization and shuffling.
 - ``point_folds``: the cross-fitting folds of points when each point has one draw.
 - ``probes``: probe rows of a ground truth (benchmarks).
+- ``draw_permutations``: the permutation of draw j shared by all blocks of that draw in
+  the distributional sampler (indexed by j); each block's own draws stay on ``units``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ STREAMS: dict[str, int] = {
     "network": 5,
     "point_folds": 6,
     "probes": 7,
+    "draw_permutations": 8,
 }
 
 

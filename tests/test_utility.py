@@ -214,3 +214,21 @@ def test_xgboost_binary_subset():
     masks[:, [0, problem.n - 1]] = True  # both classes present
     values, status = utility.evaluate(masks)
     assert (status == OK).all() and (values >= 0.75).all()  # subsets of 8-34 points
+
+
+@pytest.mark.parametrize("cls", [BatchedLogisticRegression, BatchedMLP])
+def test_small_coalitions_fit_on_gathered_rows_as_on_the_whole_table(cls):
+    """|S| < n/4 is fitted on its own rows: same accuracy as weighting all n rows (up to a
+    borderline validation point flipped by float rounding), and the same alone or in a chunk."""
+    problem = noisy_problem(1200, 5, 3, n_valid=200, seed=4)
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(6, 300, 24)
+    masks = rng.random((len(sizes), problem.n)).argsort(axis=1) < sizes[:, None]
+    make = (lambda **kw: cls(problem, **kw)) if cls is BatchedLogisticRegression else (lambda **kw: cls(problem, 0, hidden=8, **kw))
+    gathered = make().fit_score(masks)
+    shared = make()
+    shared.gather = False
+    assert np.abs(gathered - shared.fit_score(masks)).max() <= 0.01
+    alone = np.array([make().fit_score(m[None])[0] for m in masks[:6]])
+    np.testing.assert_array_equal(alone, gathered[:6])
+    np.testing.assert_array_equal(make(chunk_size=5).fit_score(masks), gathered)

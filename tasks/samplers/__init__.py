@@ -6,6 +6,7 @@ import math
 
 from amortval.tasks.config import SamplingConfig
 from amortval.tasks.samplers.base import SampleBatch, Sampler, unit_rng
+from amortval.tasks.samplers.distributional import DistributionalSampler
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.samplers.msr import MSRSampler
 from amortval.tasks.samplers.permutation import PermutationSampler
@@ -18,7 +19,10 @@ def make_sampler(sampling: SamplingConfig, n: int) -> Sampler:
     """The sampler the config names, for a training set of n points."""
     if sampling.sampler_name == "msr":
         return MSRSampler(n)
-    pmf = size_distribution(sampling.method, n - 1, alpha=sampling.alpha, beta=sampling.beta)
+    if sampling.sampler_name == "distributional":
+        return DistributionalSampler(n, sampling.min_size, sampling.max_size)
+    pmf = size_distribution(sampling.method, n - 1, alpha=sampling.alpha, beta=sampling.beta,
+                            min_size=sampling.min_size, max_size=sampling.max_size)
     if sampling.sampler_name == "permutation":
         return PermutationSampler(n, pmf)
     return IndependentSampler(n, pmf)
