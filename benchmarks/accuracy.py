@@ -42,13 +42,14 @@ from amortval.data.store import ValuationStore  # noqa: E402
 from amortval.models.utility import make_utility  # noqa: E402
 from amortval.tasks import plots  # noqa: E402
 from amortval.tasks.amortize import amortize  # noqa: E402
-from amortval.tasks.config import AmortizationConfig, ValuationConfig  # noqa: E402
+from amortval.tasks.config import AmortizationConfig, RunConfig  # noqa: E402
 from amortval.tasks.ground_truth import TruthSpec, halves_agreement, load_or_compute_truth  # noqa: E402
 from amortval.tasks.knn_shapley import knn_shapley  # noqa: E402
 from amortval.tasks.metrics import mislabeled_auprc, mislabeled_auroc, truth_metrics  # noqa: E402
 from amortval.tasks.removal import curation_gain, removal_curves  # noqa: E402
 from amortval.tasks.runtime import pin_threads  # noqa: E402
-from amortval.tasks.samplers import batch_rng, make_sampler  # noqa: E402
+from amortval.tasks.marginals import learner_seed  # noqa: E402
+from amortval.tasks.samplers import make_sampler, plan_segments  # noqa: E402
 
 M_GRID = (1, 2, 5, 10, 25, 50)
 FULL = [  # utility, n, Monte Carlo curve length, truth samples per point
@@ -65,19 +66,19 @@ SAMPLE_SEED, TRUTH_SEED = 0, 1_000_003
 
 def sample_matrix(problem: Problem, learner: str, samples: int) -> np.ndarray:
     """(n, samples) permutation samples; column j is permutation j (the run's draws)."""
-    config = ValuationConfig(learner=learner, samples=samples, seed=SAMPLE_SEED)
-    utility = make_utility(learner, problem, config.seed, knn_k=config.knn_k)
-    sampler = make_sampler(config, problem.n)
+    config = RunConfig.from_options(learner=learner, samples=samples, seed=SAMPLE_SEED)
+    utility = make_utility(learner, problem, learner_seed(SAMPLE_SEED), knn_k=config.utility.knn_k)
+    sampler = make_sampler(config.sampling, problem.n)
     out = np.zeros((problem.n, samples))
-    for batch in range(sampler.n_batches):
-        rows = sampler.run(utility, batch, batch_rng(config.seed, batch))
+    for units in plan_segments(sampler, samples, config.sampling.batch_fits):
+        rows = sampler.run(utility, units, SAMPLE_SEED)
         out[rows.point, rows.draw] = rows.weight * rows.delta
     return out
 
 
 def truth_for(learner: str, split, truth_samples: int | None, store_dir: Path) -> tuple[np.ndarray, dict]:
     if learner == "knn":
-        return knn_shapley(split.problem, ValuationConfig.knn_k), {"kind": "exact closed form"}
+        return knn_shapley(split.problem, RunConfig().utility.knn_k), {"kind": "exact closed form"}
     store_dir.mkdir(parents=True, exist_ok=True)
     problem_path = split.problem.save(store_dir / f"{split.problem.fingerprint}.npz")
     spec = TruthSpec(probes=tuple(range(split.problem.n)), samples=truth_samples, seed=TRUTH_SEED, learner=learner)

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from amortval.data.store import ValuationStore
-from amortval.tasks.samplers import batch_rng
+from amortval.tasks.streams import stream
 
 RUN = "load-benchmark"
 STATUSES = np.array(["ok", "empty", "one_class", "missing_classes"])
@@ -34,7 +34,7 @@ STATUSES = np.array(["ok", "empty", "one_class", "missing_classes"])
 
 def chain_batch(seed: int, batch: int, points: int, chains: int) -> pl.DataFrame:
     """``chains`` permutation chains over ``points`` points, shaped like a real batch."""
-    rng = batch_rng(seed, batch)
+    rng = stream(seed, "units", batch)
     perm = np.concatenate([rng.permutation(points) for _ in range(chains)])
     size = np.tile(np.arange(points), chains)
     return pl.DataFrame({
@@ -74,18 +74,19 @@ def run(points: int, draws: int, chains: int, folder: Path, seed: int = 0) -> di
     batches = draws // chains
     insert_seconds = 0.0
     with ValuationStore(path) as db:
-        db.begin_run(RUN, "synthetic", {"points": points, "draws": draws}, seed, points, batches)
+        db.begin_run(RUN, RUN, "synthetic", {"points": points, "draws": draws}, draws, {"seed": seed}, points)
         for b in range(batches):
             frame = chain_batch(seed, b, points, chains)
             began = time.perf_counter()
-            db.commit_batch(RUN, b, frame, n_fits=frame.height + chains, n_fallbacks=0, seconds=0.0)
+            db.commit_batch(RUN, b * chains, (b + 1) * chains, frame, n_fits=frame.height + chains, n_fallbacks=0,
+                            seconds=0.0)
             insert_seconds += time.perf_counter() - began
         rows = db.sample_count(RUN)
         warm_agg, estimates = timed(lambda: db.monte_carlo_estimates(RUN), repeat=3)
     size = path.stat().st_size
     with ValuationStore(path) as db:  # a fresh process's view: nothing cached
         cold_agg, _ = timed(lambda: db.monte_carlo_estimates(RUN))
-        resume, done = timed(lambda: db.done_batches(RUN))
+        resume, done = timed(lambda: db.done_segments(RUN))
     assert rows == points * batches * chains and estimates.height == points and len(done) == batches
     return {
         "points": points, "samples": rows, "batches": batches, "rows_per_batch": points * chains,

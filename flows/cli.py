@@ -83,7 +83,7 @@ def options_table() -> str:
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
     for name, field in option_fields().items():
         default = field.get_default(call_default_factory=True)
-        rows.append(f"| `{flag(name)}` | {_shown(default)} | {field.description} |")
+        rows.append(f"| `{flag(name)}` | {_shown(default)} | {field.description.replace('|', chr(92) + '|')} |")
     return "\n".join(rows)
 
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the valuation runs in a store")
     runs.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
+    runs.add_argument("--ids", action="store_true", help="print only the run ids, newest first (for scripts)")
     show = sub.add_parser("show", help="one run's config, figures and files")
     show.add_argument("run_id", help="a run id (or a unique prefix) from `amortval runs`")
     show.add_argument("--store", default=store_default, help=f"store folder (default: {store_default})")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "curate":
             summary.print_curation(_curate(args))
         elif args.command == "runs":
-            summary.print_runs(args.store)
+            summary.print_runs(args.store, ids_only=args.ids)
         else:
             summary.print_show(args.store, args.run_id)
     except AmortvalError as error:

@@ -83,11 +83,14 @@ def _open_store(store: str):
     return ValuationStore(path)
 
 
-def print_runs(store: str) -> None:
+def print_runs(store: str, *, ids_only: bool = False) -> None:
     """One line per run: id, dataset, method, learner, samples per point, status, gate, model, wall time."""
     with _open_store(store) as db:
         runs = db.runs()
         gates = {r: db.metrics(r).get("gate_passed") for r in runs["run_id"].to_list()}
+    if ids_only:
+        print("\n".join(runs["run_id"].to_list()))
+        return
     if runs.is_empty():
         print(f"amortval: no runs in {_rel(store)}")
         return
