@@ -34,6 +34,7 @@ class Inputs:
     encoder: TabularEncoder
     source: str  # the --data path, or "demo"
     valid_source: str | None  # the --valid path, the demo's, or None for a split
+    path: str  # the file read (the demo's generated file for the demo)
 
     def model_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The columns the valuation model takes: features and label, no error flags."""
@@ -97,7 +98,7 @@ def load_inputs(options: InputsConfig, *, seed: int, store: str | Path) -> Input
         encode=encode,
     )
     problem, encoder = build_problem(table)
-    return Inputs(table, problem, encoder, source, None if valid is None else str(valid))
+    return Inputs(table, problem, encoder, source, None if valid is None else str(valid), str(Path(data).resolve()))
 
 
 def store_paths(store: str | Path) -> dict[str, Path]:

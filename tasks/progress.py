@@ -31,5 +31,5 @@ class BatchProgress:
         self.log(
             f"batches {self.done}/{self.total} ({self.done / self.total:.0%}): "
             f"{self.samples:,} samples, {self.fits:,} fits ({self.fits / max(elapsed, 1e-9):,.0f}/s), "
-            f"{self.fallbacks:,} degenerate-subset fallbacks; elapsed {elapsed:.1f} s, ETA {eta:.1f} s"
+            f"{self.fallbacks:,} of them fallback fits (degenerate subsets); elapsed {elapsed:.1f} s, ETA {eta:.1f} s"
         )

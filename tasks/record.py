@@ -66,6 +66,9 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
               "amortval.dataset_id": plan.dataset_id, "amortval.dataset": inputs.dataset_name,
               "gate_passed": str(bool(result.gate_passed))},
         started_at=started_at,
+        dataset=tracking.TrainingTable(inputs.model_columns(data.train).to_pandas(), inputs.path,
+                                       inputs.dataset_name, data.target),
+        summary=report.markdown_summary(plan, inputs, metrics),
     )
     registered = _register(uri, plan, logged, result.gate_passed, metrics)
     db.set_run_status(run_id, "completed", mlflow_run_id=logged.run_id, model_name=registered.name,

@@ -173,6 +173,34 @@ def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tu
     return metrics, figures
 
 
+def markdown_summary(plan, inputs: Inputs, metrics: dict[str, float]) -> str:
+    """The run at a glance, as the MLflow run's ``summary.md``: what was valued, how well, where."""
+    config = plan.config
+    gate = "passed" if metrics.get("gate_passed") else "failed (champion alias not moved)"
+    lines = [
+        f"# {plan.run_id}", "",
+        f"- **Data**: {inputs.source} ({inputs.problem.n:,} training points, {len(inputs.problem.y_valid):,} "
+        f"validation rows, target `{inputs.data.target}`)",
+        f"- **Method**: {config.sampling.method} with the {config.utility.learner} utility, "
+        f"{config.sampling.samples} samples per point (sampler {config.sampling.sampler_name}, seed {config.sampling.seed})",
+        f"- **Model fits**: {int(metrics.get('model_fits', 0)):,} behind these samples, "
+        f"{int(metrics.get('new_model_fits', 0)):,} computed by this run",
+        f"- **Quality gate**: {gate}; held-out MSE network {metrics.get('gate_mse_network', float('nan')):.4g} "
+        f"vs Monte Carlo {metrics.get('gate_mse_monte_carlo', float('nan')):.4g}",
+    ]
+    if "mislabeled_auroc_combined" in metrics:
+        lines.append(f"- **Known label errors found** (AUROC): reported {metrics['mislabeled_auroc_combined']:.3f}, "
+                     f"network {metrics['mislabeled_auroc_network']:.3f}, "
+                     f"Monte Carlo {metrics['mislabeled_auroc_monte_carlo']:.3f}")
+    lines += [f"- **Values**: `tables/values.parquet` (also `{plan.values_path.name}` in the store's `values/`)", "",
+              "## Figures", ""]
+    figures = ["value_distribution", "network_vs_monte_carlo", "training_curve"]
+    if "mislabeled_auroc_combined" in metrics:
+        figures.append("point_removal")
+    lines += [f"![{name}](figures/{name}.png)" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
 def export_values(values_path: str | Path, out: str | None) -> None:
     """Copy the run's values table to ``--out`` (atomically), when asked for."""
     if out:

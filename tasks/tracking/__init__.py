@@ -11,6 +11,7 @@ from amortval.tasks.tracking.pyfunc import ValuationPyfunc, model_signature
 from amortval.tasks.tracking.registry import CHAMPION, Registered, load_registered_model, register, versions
 from amortval.tasks.tracking.runs import (
     LoggedRun,
+    TrainingTable,
     flatten_params,
     log_curation_run,
     log_valuation_run,
@@ -18,7 +19,7 @@ from amortval.tasks.tracking.runs import (
 )
 
 __all__ = [
-    "CHAMPION", "LoggedRun", "Registered", "ValuationPyfunc", "flatten_params", "init_tracking",
+    "CHAMPION", "LoggedRun", "Registered", "TrainingTable", "ValuationPyfunc", "flatten_params", "init_tracking",
     "load_registered_model", "log_curation_run", "log_valuation_run", "model_signature", "register",
     "relocate", "run_exists", "tracking_uri", "versions",
 ]

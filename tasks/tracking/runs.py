@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -29,6 +30,16 @@ from amortval.tasks.tracking.backend import DOES_NOT_EXIST, client, init_trackin
 from amortval.tasks.tracking.pyfunc import MODEL_ARTIFACT, MODEL_CODE, PIP_REQUIREMENTS, model_signature
 
 HISTORY_KEYS = ("train_mse", "heldout_mse")
+
+
+@dataclass(frozen=True)
+class TrainingTable:
+    """The valued table as MLflow's dataset input: rows, where they came from, name, label."""
+
+    frame: pd.DataFrame
+    source: str
+    name: str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,8 @@ def log_valuation_run(
     input_example: pd.DataFrame,
     tags: Mapping[str, Any],
     started_at: float | None = None,
+    dataset: TrainingTable | None = None,
+    summary: str | None = None,
 ) -> LoggedRun:
     """Log one valuation as an MLflow run (registration is ``registry.register``).
 
@@ -59,7 +72,9 @@ def log_valuation_run(
     ``valuation_model``. Nested params are flattened (``amortization.lr``); only scalar
     metrics are logged; ``history`` gives per-epoch ``train_mse``/``heldout_mse`` with
     step = epoch. ``started_at`` (a ``time.time()``) makes the run's duration cover the
-    whole valuation, not only the logging. Figures are cleared after logging (consumed).
+    whole valuation, not only the logging. ``dataset`` is logged as the run's training
+    input (the UI's Dataset column), ``summary`` as ``summary.md`` (Markdown that links
+    the figures). Figures are cleared after logging (consumed).
     """
     experiment_id = _experiment_id(uri, experiment)
     mlflow_client = client(uri)
@@ -77,6 +92,11 @@ def log_valuation_run(
                 mlflow_client.log_batch(run_id, params=[], metrics=[Metric(k, v, now, 0) for k, v in scalars.items()]
                                         + epoch_metrics)
                 mlflow.log_params({k: _param_text(v) for k, v in flatten_params(params).items()})
+                if dataset is not None:
+                    mlflow.log_input(mlflow.data.from_pandas(dataset.frame, source=dataset.source, name=dataset.name,
+                                                             targets=dataset.target), context="training")
+                if summary is not None:
+                    mlflow.log_text(summary, "summary.md")
                 with tempfile.TemporaryDirectory(prefix="amortval-mlflow-") as scratch:
                     if tables:
                         table_dir = Path(scratch) / "tables"
