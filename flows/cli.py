@@ -132,19 +132,10 @@ def _given(args: argparse.Namespace, names) -> dict:
 
 
 def _value(args: argparse.Namespace) -> dict:
-    from amortval.data.store import ensure_store_free
+    from amortval.api import run
     from amortval.tasks.config import OPTION_PARTS, RunConfig
-    from amortval.tasks.prepare import load_inputs, store_paths
 
-    config = RunConfig.from_options(**_given(args, OPTION_PARTS))
-    _check_out(config.out)
-    inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)  # validation, before any work
-    for warning in inputs.data.warnings:
-        print(f"amortval: warning: {warning}", file=sys.stderr)
-    ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
-    from amortval.flows.valuation import value_dataset
-
-    return value_dataset(config=config)
+    return run(RunConfig.from_options(**_given(args, OPTION_PARTS)))
 
 
 def _amortize(args: argparse.Namespace) -> dict:
@@ -163,13 +154,13 @@ def _amortize(args: argparse.Namespace) -> dict:
         raise ConfigError(f"no run {args.run_id!r} in {path}; `amortval runs --store {args.store}` lists them")
     base = RunConfig.build(stored["config"])
     config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
-    _check_out(config.out)
-    from amortval.flows.valuation import value_dataset
+    from amortval.api import run
 
-    return value_dataset(config=config, amortize_only=True)
+    return run(config, amortize_only=True)
 
 
 def _curate(args: argparse.Namespace) -> dict:
+    from amortval.api import check_output
     from amortval.data.schema import mislabeled_flags
     from amortval.data.tabular import read_table
     from amortval.tasks.curate import CurationRule
@@ -178,22 +169,12 @@ def _curate(args: argparse.Namespace) -> dict:
     frame = read_table(args.data)
     if args.mislabeled_column:
         mislabeled_flags(frame, args.mislabeled_column, name=Path(args.data).name)
-    _check_out(args.out)
+    check_output(args.out)
     from amortval.flows.curation import curate_dataset
 
     return curate_dataset(data=args.data, store=args.store, model_name=args.model_name, alias=args.alias,
                           model_version=args.model_version, threshold=args.threshold,
                           drop_fraction=args.drop_fraction, out=args.out, mislabeled_column=args.mislabeled_column)
-
-
-def _check_out(out: str | None) -> None:
-    from amortval.errors import ConfigError
-
-    if out is not None:
-        if not out.endswith(".parquet"):
-            raise ConfigError(f"--out must name a .parquet file, got {out!r}")
-        if not Path(out).resolve().parent.is_dir():
-            raise ConfigError(f"--out folder does not exist: {Path(out).resolve().parent}")
 
 
 def main(argv: list[str] | None = None) -> int:

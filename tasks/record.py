@@ -110,6 +110,19 @@ def stored_summary(db: ValuationStore, plan: RunPlan, log: Callable[[str], None]
     return summary(db, plan) | {"reported_stored": True}
 
 
+def completed_summary(plan: RunPlan, log: Callable[[str], None]) -> dict | None:
+    """The stored summary when the run is already complete (and its MLflow run exists),
+    without starting a workflow: re-reporting a finished run has nothing to orchestrate.
+    None when there is work to do."""
+    if not plan.paths["duckdb"].exists():
+        return None
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        run = db.run(plan.run_id)
+        if run is None or run["status"] != "completed":
+            return None
+        return stored_summary(db, plan, log)
+
+
 def summary(db: ValuationStore, plan: RunPlan) -> dict:
     """What the CLI prints and the flow returns: ids, files, figures."""
     stored = db.run(plan.run_id) or {}
