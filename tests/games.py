@@ -76,3 +76,16 @@ def run_sampler(game, samples: int, *, seed: int = 0, batch_fits: int = 64, **op
     sampling = RunConfig.from_options(samples=samples, seed=seed, batch_fits=batch_fits, **options).sampling
     sampler = make_sampler(sampling, game.n)
     return concat([sampler.run(game, units, seed) for units in plan_segments(sampler, samples, batch_fits)])
+
+
+def tiny_problem(n: int = 8, seed: int = 0):
+    """Two Gaussian blobs; two training labels flipped so some points clearly hurt."""
+    from amortval.data.problem import Problem
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = (rng.standard_normal((n, 2)) + 1.5 * (2 * y[:, None] - 1)).astype(np.float32)
+    y[:2] = 1 - y[:2]
+    y_valid = np.arange(40) % 2
+    x_valid = (rng.standard_normal((40, 2)) + 1.5 * (2 * y_valid[:, None] - 1)).astype(np.float32)
+    return Problem(x, y.astype(np.int64), x_valid, y_valid.astype(np.int64), 2)

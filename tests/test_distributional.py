@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from amortval.data.problem import Problem
 from amortval.errors import ConfigError
 from amortval.models.utility import make_utility
 from amortval.tasks.config import RunConfig
@@ -14,7 +13,7 @@ from amortval.tasks.exact import exact_semivalues
 from amortval.tasks.samplers import make_sampler
 from amortval.tasks.samplers.distributional import DistributionalSampler
 from amortval.tasks.semivalues import size_distribution
-from games import TableGame, additive_game, codes_and_sizes, random_game
+from games import TableGame, additive_game, codes_and_sizes, random_game, tiny_problem
 
 
 def sampler_for(n: int, samples: int = 1, seed: int = 0, **options):
@@ -37,15 +36,6 @@ def per_point(rows, n):
     return mean, se
 
 
-def tiny_problem(n: int = 8, seed: int = 0) -> Problem:
-    """Two Gaussian blobs; two training labels flipped so some points clearly hurt."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = (rng.standard_normal((n, 2)) + 1.5 * (2 * y[:, None] - 1)).astype(np.float32)
-    y[:2] = 1 - y[:2]
-    y_valid = np.arange(40) % 2
-    x_valid = (rng.standard_normal((40, 2)) + 1.5 * (2 * y_valid[:, None] - 1)).astype(np.float32)
-    return Problem(x, y.astype(np.int64), x_valid, y_valid.astype(np.int64), 2)
 
 
 # -- the semivalue ------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from amortval.data.problem import Problem, load_problem
+from games import tiny_problem
+
+from amortval.data.problem import load_problem
 from amortval.data.store import ValuationStore
 from amortval.models.utility import make_utility
 from amortval.tasks.config import RunConfig
@@ -15,15 +17,6 @@ from amortval.tasks.marginals import BatchSpec, evaluate_batch
 from amortval.tasks.samplers import make_sampler, plan_segments
 
 
-def tiny_problem(n: int = 8, seed: int = 0) -> Problem:
-    """Two Gaussian blobs; two training labels flipped so some points clearly hurt."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = (rng.standard_normal((n, 2)) + 1.5 * (2 * y[:, None] - 1)).astype(np.float32)
-    y[:2] = 1 - y[:2]
-    y_valid = np.arange(40) % 2
-    x_valid = (rng.standard_normal((40, 2)) + 1.5 * (2 * y_valid[:, None] - 1)).astype(np.float32)
-    return Problem(x, y.astype(np.int64), x_valid, y_valid.astype(np.int64), 2)
 
 
 @pytest.fixture(scope="module")
