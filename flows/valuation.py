@@ -25,7 +25,7 @@ from amortval.tasks.prepare import load_inputs
 from amortval.tasks.progress import BatchProgress
 from amortval.tasks.record import amortize_run, record, stored_summary
 from amortval.tasks.report import export_values
-from amortval.tasks.run_plan import RunPlan, begin, pending, plan_run
+from amortval.tasks.run_plan import RunPlan, begin, describe, pending, plan_run
 from amortval.tasks.runtime import pin_threads
 
 
@@ -49,22 +49,28 @@ record_task = task(record, name="record", cache_policy=NO_CACHE)
 def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> int:
     """Submit the pending unit ranges; commit each batch as soon as it finishes. Returns fits."""
     logger, config = get_run_logger(), plan.config
+    logger.info(describe(plan, todo))
     if not todo:
         return 0
-    stored = plan.n_units - sum(len(r) for r in todo)
-    if stored:
-        logger.info("Resuming %s: %d of %d Monte Carlo units already stored", plan.sampling_id, stored, plan.n_units)
     progress = BatchProgress(total=len(todo), log=logger.info)
     workers = config.workers or os.cpu_count() or 1
+    queue = iter(todo)
     with batch_runner(config.runner, workers) as pool:
-        futures = [pool.submit(evaluate_batch_task, {"spec": BatchSpec(
-            plan.sampling_id, r.start, r.stop, str(plan.problem_path), config.utility, config.sampling)})
-            for r in todo]
-        for future in as_completed(futures):
+        def submit() -> set:
+            units = next(queue, None)
+            return set() if units is None else {pool.submit(evaluate_batch_task, {"spec": BatchSpec(
+                plan.sampling_id, units.start, units.stop, str(plan.problem_path), config.utility, config.sampling)})}
+
+        # A bounded window of batches in flight: memory stays flat however large the budget.
+        in_flight = set().union(*(submit() for _ in range(2 * workers + 2)))
+        while in_flight:
+            future = next(as_completed(in_flight))
+            in_flight.remove(future)
             result = future.result()
             db.commit_batch(plan.sampling_id, result.start, result.stop, result.samples, n_fits=result.n_fits,
                             n_fallbacks=result.n_fallbacks, seconds=result.seconds, run_id=plan.run_id)
             progress.update(len(result.samples), result.n_fits, result.n_fallbacks)
+            in_flight |= submit()
     return progress.fits
 
 

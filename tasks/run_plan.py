@@ -7,6 +7,7 @@ run, and only the batches without a done-marker are computed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,28 @@ class RunPlan:
         return self.paths["values"] / f"{self.run_id}.parquet"
 
 
+# Bytes per Monte Carlo sample while amortizing (point, draw, value and fold arrays plus
+# the frame they come from); a budget beyond half the machine's memory cannot finish.
+BYTES_PER_SAMPLE = 64
+
+
+def check_size(n_points: int, samples: int) -> None:
+    """ConfigError, before any work, for a budget whose samples cannot fit in memory."""
+    need = n_points * samples * BYTES_PER_SAMPLE
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have / 2:
+        raise ConfigError(
+            f"--samples {samples:,} on {n_points:,} points is {n_points * samples:,} samples, about "
+            f"{need / 2**30:,.1f} GiB to amortize, more than half of this machine's {have / 2**30:,.1f} GiB; "
+            "lower --samples")
+
+
 def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
     """Identities and files of the run; writes the encoded problem for the workers."""
+    check_size(inputs.problem.n, config.sampling.samples)
     paths = store_paths(config.store)
     dataset_id = inputs.dataset_id
     problem_path = inputs.problem.save(paths["problems"] / f"{dataset_id}.npz")
@@ -62,6 +83,15 @@ def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
     sampling = {**config.sampling_identity(plan.dataset_id), "n_points": plan.n_points}
     return db.begin_run(plan.run_id, plan.sampling_id, plan.dataset_id, config.model_dump(mode="json"),
                         config.sampling.samples, sampling, plan.n_points)
+
+
+def describe(plan: RunPlan, todo: list[range]) -> str:
+    """The plan in a line: samples, model fits in all and still to compute."""
+    per_unit = plan.sampler.fits_per_unit
+    left = sum(len(r) for r in todo)
+    return (f"plan: {plan.n_points:,} points x {plan.config.sampling.samples} samples, about "
+            f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute in {len(todo):,} batches, "
+            f"{(plan.n_units - left) * per_unit:,.0f} stored")
 
 
 def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> list[range]:

@@ -126,3 +126,13 @@ def test_config_round_trips_through_json_and_the_store_record():
     config = RunConfig.from_options(samples=7, epochs=4, learner="knn", knn_k=3, data="x.csv", target="y")
     again = RunConfig.build(config.model_dump(mode="json"))
     assert again == config and again.run_id("d") == config.run_id("d")
+
+
+def test_budgets_that_cannot_run_are_refused_before_any_work():
+    from amortval.tasks.run_plan import check_size
+
+    with pytest.raises(ConfigError, match=r"--samples: .*less than or equal to 100000"):
+        RunConfig.from_options(samples=1_000_000_000)  # issue 11: 8.3 GB before the first batch
+    with pytest.raises(ConfigError, match=r"GiB to amortize.*lower --samples"):
+        check_size(1_000_000, 100_000)
+    check_size(500, 50)  # the demo fits
