@@ -156,7 +156,7 @@ class Stack:
         with log.open("w") as out:
             done = subprocess.run(argv, cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=timeout)
-        self.timings[command] = time.time() - started
+        self.timings[f"{len(self.timings):02d} {command}"] = time.time() - started
         output = log.read_text()
         assert done.returncode == 0, f"{command} exited {done.returncode}:\n{output[-4000:]}"
         return output
@@ -176,10 +176,12 @@ class Stack:
                 assert process.poll() is None, f"{command} exited {process.returncode}:\n{log.read_text()[-4000:]}"
                 assert time.time() - started < timeout, f"{command} not ready in {timeout} s:\n{log.read_text()[-4000:]}"
                 time.sleep(0.5)
-            self.timings[command] = time.time() - started
+            self.timings[f"{len(self.timings):02d} {command} (ready)"] = time.time() - started
             yield process, log
         finally:
+            stopping = time.time()
             self.stop(process, command, stop_grace)
+            self.timings[f"{len(self.timings):02d} {command} (stop)"] = time.time() - stopping
 
     def stop(self, process: subprocess.Popen, command: str, grace: float) -> None:
         """SIGINT (Ctrl-C), then SIGTERM, then SIGKILL to the group; assert nothing is left."""
@@ -225,7 +227,7 @@ def stack(tmp_path_factory, figures):
     with stack.background(server, lambda _log: _healthy(stack.port), timeout=180):
         yield stack
     figures("deployments: module wall time", f"{time.time() - started:.0f} s; "
-            + ", ".join(f"{c.split(' --')[0].removeprefix('prefect ')}: {s:.0f} s" for c, s in stack.timings.items()))
+            + "; ".join(f"{c[3:]}: {s:.0f} s" for c, s in sorted(stack.timings.items())))
 
 
 @pytest.mark.slow
