@@ -245,11 +245,10 @@ def test_the_shipped_deployments_run_on_a_worker_as_the_readme_says(stack):
     store = stack.project / "amortval-store"
     assert not store.exists()
     with stack.background(worker, lambda log: "started!" in log, stop_grace=10) as (_, log):
-        outputs = [stack.run(command, timeout=RUN_TIMEOUT) for command in commands[commands.index(worker) + 1:]
-                   if not command.startswith("export")]
+        for command in commands[commands.index(worker) + 1:]:
+            output = stack.run(command, timeout=RUN_TIMEOUT)  # --watch: exit 0 only when Completed
+            assert command not in runs or "Flow run finished successfully in 'Completed'" in output, output[-3000:]
         worker_log = log.read_text()
-    for output in outputs:
-        assert "Flow run finished successfully in 'Completed'" in output, output[-3000:]
     assert worker_log.count("submitting flow run") == 2, worker_log[-3000:]
 
     # The valuation wrote values, samples and the model into the project folder's store...
@@ -278,11 +277,16 @@ def test_serve_runs_the_same_deployments_without_a_work_pool(stack):
     for command in commands[:commands.index(serve)]:
         stack.run(command)
     with stack.background(serve, lambda log: "being served" in log, timeout=120) as (process, log):
-        outputs = [stack.run(command, timeout=RUN_TIMEOUT) for command in commands[commands.index(serve) + 1:]]
-        assert any("Flow run finished successfully in 'Completed'" in output for output in outputs), outputs
+        runs = [c for c in commands[commands.index(serve) + 1:] if c.startswith("prefect deployment run")]
+        assert runs == ["prefect deployment run value-dataset/nightly-demo --watch"]
+        for command in commands[commands.index(serve) + 1:]:
+            output = stack.run(command, timeout=RUN_TIMEOUT)
+            assert command not in runs or "Flow run finished successfully in 'Completed'" in output, output[-3000:]
         served_log = log.read_text()
+        # The run happened in this process's folder: the store it valued into (or found) is there.
         assert "Finished in state Completed()" in served_log, served_log[-3000:]
         assert (stack.project / "amortval-store" / "amortval.duckdb").exists()
+        assert list((stack.project / "amortval-store" / "values").glob("*.parquet"))
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: it must exit by itself
-        process.wait(timeout=60)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
     assert "All deployments have been paused" in log.read_text()
