@@ -32,8 +32,8 @@ def load_flow(entrypoint: str):
 
 def runner_deployments(spec: dict, names: list[str] | None = None) -> list:
     """One served deployment per ``prefect.yaml`` entry (all, or those named)."""
-    from prefect.types.entrypoint import EntrypointType
     from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
 
     chosen = [d for d in spec["deployments"] if not names or d["name"] in names]
     missing = set(names or ()) - {d["name"] for d in chosen}
@@ -43,7 +43,9 @@ def runner_deployments(spec: dict, names: list[str] | None = None) -> list:
         load_flow(d["entrypoint"]).to_deployment(
             name=d["name"], description=d.get("description"), parameters=d.get("parameters") or {},
             schedules=[Cron(s["cron"], timezone=s.get("timezone")) for s in d.get("schedules", [])],
-            # `amortval.flows.valuation.value_dataset`, not a file path relative to this folder.
+            # `amortval.flows.valuation.value_dataset`: Prefect's default is a file path relative
+            # to this folder, and taking over a `prefect deploy`ed deployment of the same name
+            # with it crashed every run while loading the flow (stale storage, path "None").
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for d in chosen

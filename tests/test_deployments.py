@@ -140,6 +140,7 @@ class Stack:
         })
         self.env = env
         self.timings: dict[str, float] = {}
+        self.background_logs: list[Path] = []
 
     def argv(self, command: str) -> list[str]:
         return shlex.split(command.replace(README_PORT, str(self.port)), comments=True)
@@ -158,7 +159,9 @@ class Stack:
                                   timeout=timeout)
         self.timings[f"{len(self.timings):02d} {command}"] = time.time() - started
         output = log.read_text()
-        assert done.returncode == 0, f"{command} exited {done.returncode}:\n{output[-4000:]}"
+        if done.returncode:  # a failed flow run's traceback is in the worker's (or serve's) log
+            others = "".join(f"\n--- {p.name}:\n{p.read_text()[-3000:]}" for p in self.background_logs)
+            pytest.fail(f"{command} exited {done.returncode}:\n{output[-3000:]}{others}")
         return output
 
     @contextmanager
@@ -167,6 +170,7 @@ class Stack:
         argv = self.argv(command)
         assert tuple(argv[:3]) in LONG_RUNNING, command
         log = self.logs / f"{argv[1]}-{argv[2]}.log"
+        self.background_logs.append(log)
         started = time.time()
         with log.open("w") as out:
             process = subprocess.Popen(argv, cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT,
