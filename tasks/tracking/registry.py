@@ -46,10 +46,12 @@ def register(uri: str, name: str, *, model_uri: str, run_id: str, model_id: str 
              gate_passed: bool, tags: dict[str, str]) -> Registered:
     """Register a logged model under ``name`` (created on first use); move the alias if it earned it.
 
-    Registration goes through the client: ``mlflow.register_model`` prints to stderr.
+    Registration goes through the client: ``mlflow.register_model`` prints to stderr. The
+    registry resolves a ``models:/m-...`` source through MLflow's *global* tracking URI,
+    so that is pointed at ``uri`` too (else a fresh process looks in ``./mlflow.db``).
     """
     mlflow_client = client(uri)
-    with quiet():
+    with quiet(), using(uri):
         try:
             mlflow_client.create_registered_model(name)
         except MlflowException as error:
