@@ -134,10 +134,11 @@ def _given(args: argparse.Namespace, names) -> dict:
 def _value(args: argparse.Namespace) -> dict:
     from amortval.data.store import ensure_store_free
     from amortval.tasks.config import OPTION_PARTS, RunConfig
+    from amortval.tasks.paths import check_run_paths
     from amortval.tasks.prepare import load_inputs, store_paths
 
     config = RunConfig.from_options(**_given(args, OPTION_PARTS))
-    _check_out(config.out)
+    check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)  # validation, before any work
     for warning in inputs.data.warnings:
         print(f"amortval: warning: {warning}", file=sys.stderr)
@@ -151,8 +152,10 @@ def _amortize(args: argparse.Namespace) -> dict:
     from amortval.data.store import ValuationStore, ensure_store_free
     from amortval.errors import ConfigError
     from amortval.tasks.config import RunConfig
+    from amortval.tasks.paths import check_run_paths, check_store
     from amortval.tasks.prepare import store_paths
 
+    check_store(args.store)
     path = store_paths(args.store)["duckdb"]
     if not path.exists():
         raise ConfigError(f"no store at {path}; pass the --store the run was valued into")
@@ -163,37 +166,45 @@ def _amortize(args: argparse.Namespace) -> dict:
         raise ConfigError(f"no run {args.run_id!r} in {path}; `amortval runs --store {args.store}` lists them")
     base = RunConfig.build(stored["config"])
     config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
-    _check_out(config.out)
+    check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     from amortval.flows.valuation import value_dataset
 
     return value_dataset(config=config, amortize_only=True)
 
 
 def _curate(args: argparse.Namespace) -> dict:
-    from amortval.data.schema import mislabeled_flags
-    from amortval.data.tabular import read_table
-    from amortval.tasks.curate import CurationRule
+    from amortval.flows.curation import curate_dataset, prepare_curation
 
-    CurationRule(threshold=args.threshold, drop_fraction=args.drop_fraction)
-    frame = read_table(args.data)
-    if args.mislabeled_column:
-        mislabeled_flags(frame, args.mislabeled_column, name=Path(args.data).name)
-    _check_out(args.out)
-    from amortval.flows.curation import curate_dataset
-
-    return curate_dataset(data=args.data, store=args.store, model_name=args.model_name, alias=args.alias,
-                          model_version=args.model_version, threshold=args.threshold,
-                          drop_fraction=args.drop_fraction, out=args.out, mislabeled_column=args.mislabeled_column)
+    options = dict(data=args.data, store=args.store, model_name=args.model_name, alias=args.alias,
+                   model_version=args.model_version, threshold=args.threshold, drop_fraction=args.drop_fraction,
+                   out=args.out, mislabeled_column=args.mislabeled_column)
+    prepare_curation(**options)  # every user error here, before Prefect starts: one line, no flow run
+    return curate_dataset(**options)
 
 
-def _check_out(out: str | None) -> None:
-    from amortval.errors import ConfigError
+def _quiet_user_errors() -> None:
+    """Keep Prefect from logging a traceback (and a 'Failed' line) for our own errors.
 
-    if out is not None:
-        if not out.endswith(".parquet"):
-            raise ConfigError(f"--out must name a .parquet file, got {out!r}")
-        if not Path(out).resolve().parent.is_dir():
-            raise ConfigError(f"--out folder does not exist: {Path(out).resolve().parent}")
+    An ``AmortvalError`` raised inside a flow (a store locked after the CLI's check, say)
+    is a user error: ``main`` prints it as one ``amortval: error:`` line. Every other
+    exception keeps Prefect's full report.
+    """
+    import logging
+
+    from amortval.errors import AmortvalError
+
+    def ours(cls: type) -> set[str]:
+        return {cls.__name__}.union(*(ours(sub) for sub in cls.__subclasses__()))
+
+    names = ours(AmortvalError)
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AmortvalError):
+            return False
+        text = record.getMessage()
+        return not (text.startswith("Finished in state Failed") and any(f": {n}: " in text for n in names))
+
+    logging.getLogger("prefect.flow_runs").addFilter(keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from amortval.errors import AmortvalError
     from amortval.flows import summary
 
+    _quiet_user_errors()
     try:
         if args.command == "value":
             summary.print_valuation(_value(args))

@@ -91,3 +91,10 @@ def _same_file(output: Path, source: Path) -> bool:
         return os.path.samefile(output, source)
     except OSError:  # either does not exist (yet): they cannot be one file
         return False
+
+
+def check_run_paths(store: str | Path, out: str | None, inputs: Iterable[str | Path | None]) -> None:
+    """A valuation's whole write set: the store folder, and ``--out`` when given (never an input)."""
+    check_store(store)
+    if out is not None:
+        check_output(out, inputs)
