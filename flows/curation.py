@@ -17,25 +17,17 @@ import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger
 
-from amortval.data.store import ValuationStore, ensure_store_free
+from amortval.data.store import ValuationStore
 from amortval.data.schema import mislabeled_flags
 from amortval.data.tabular import read_table
-from amortval.errors import ModelNotFoundError
 from amortval.tasks import tracking
 from amortval.tasks.config import RunConfig
 from amortval.tasks.curate import CurationRule, curation_metrics, select
 from amortval.tasks.model_choice import ChosenModel, choose_model
-from amortval.tasks.paths import check_output, check_store
+from amortval.tasks.paths import check_curation_paths
 from amortval.tasks.prepare import store_paths
 from amortval.tasks.report import write_parquet
 from amortval.tasks.runtime import pin_threads
-
-
-def default_outputs(data: str, curated_dir: Path, out: str | None) -> tuple[Path, Path]:
-    """<name>.curated.parquet (kept rows) and <name>.dropped.parquet beside it."""
-    kept = Path(out) if out else curated_dir / f"{Path(data).stem}.curated.parquet"
-    stem = kept.name.removesuffix(".parquet").removesuffix(".curated")
-    return kept, kept.with_name(f"{stem}.dropped.parquet")
 
 
 @dataclass(frozen=True)
@@ -59,27 +51,19 @@ def prepare_curation(
 ) -> Curation:
     """Everything in a curation that can fail on user input, in order of cost; writes nothing.
 
-    Rule, output paths (never an input file), store folder, the file and its flag column,
-    a store held by another process (refused at once, before the model is loaded), then the
+    Rule; the file and its flag column; output paths (never an input file), the store
+    folder, present and not held by another process (``check_curation_paths``); then the
     model and the file's schema against it. The CLI calls this before Prefect starts, so a
     user error is one line and no flow run; the flow calls it too, for deployments.
     """
     rule = CurationRule(threshold=threshold, drop_fraction=drop_fraction)
-    paths = store_paths(store)
-    kept_path, dropped_path = default_outputs(data, paths["curated"], out)
-    if out is not None:
-        check_output(kept_path, [data])
-        check_output(dropped_path, [data], what="the dropped-rows file")
-    check_store(store)
     frame = read_table(data)
     flags = mislabeled_flags(frame, mislabeled_column, name=Path(data).name) if mislabeled_column else None
-    if not paths["duckdb"].exists():
-        raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
-                                 "first, or pass the --store it used")
-    ensure_store_free(paths["duckdb"])
+    kept_path, dropped_path = check_curation_paths(data, store, out)
+    paths = store_paths(store)
     uri = tracking.tracking_uri(paths["root"])
     ignore = [mislabeled_column] if mislabeled_column else []
-    with ValuationStore(paths["duckdb"]) as db:
+    with ValuationStore(paths["duckdb"]) as db:  # free a moment ago: a new holder fails here, still one line
         chosen = choose_model(db, uri, frame.columns, name=model_name, alias=alias, version=model_version,
                               ignore=ignore)
     chosen.model.encoder.validate_scoring_frame(frame, require_target=True, ignore=ignore)

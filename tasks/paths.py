@@ -98,3 +98,34 @@ def check_run_paths(store: str | Path, out: str | None, inputs: Iterable[str | P
     check_store(store)
     if out is not None:
         check_output(out, inputs)
+
+
+def curation_outputs(data: str | Path, curated_dir: Path, out: str | None) -> tuple[Path, Path]:
+    """<name>.curated.parquet (kept rows) and <name>.dropped.parquet beside it."""
+    kept = Path(out) if out else curated_dir / f"{Path(data).stem}.curated.parquet"
+    stem = kept.name.removesuffix(".parquet").removesuffix(".curated")
+    return kept, kept.with_name(f"{stem}.dropped.parquet")
+
+
+def check_curation_paths(data: str | Path, store: str | Path, out: str | None) -> tuple[Path, Path]:
+    """The (kept, dropped) files a curation writes, checked; its store checked present and free.
+
+    Cheap by design (no model, no Prefect, no MLflow import): the CLI calls it first, so a
+    store held by a running ``value`` is reported in milliseconds. Both outputs are checked
+    against ``data``: ``--out new.parquet`` puts the dropped rows in ``new.dropped.parquet``.
+    """
+    from amortval.data.store import ensure_store_free
+    from amortval.errors import ModelNotFoundError
+    from amortval.tasks.prepare import store_paths
+
+    paths = store_paths(store)
+    kept, dropped = curation_outputs(data, paths["curated"], out)
+    if out is not None:
+        check_output(kept, [data])
+        check_output(dropped, [data], what="the dropped-rows file")
+    check_store(store)
+    if not paths["duckdb"].exists():
+        raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
+                                 "first, or pass the --store it used")
+    ensure_store_free(paths["duckdb"])
+    return kept, dropped

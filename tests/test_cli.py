@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import textwrap
 import sys
 import time
 import types
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -293,3 +295,88 @@ def test_bad_paths_fail_before_any_work_and_write_nothing(name, good, other, tmp
     assert _snapshot(tmp_path) == before, "inputs unchanged byte for byte, nothing created (no temp or probe file)"
     assert seconds < 5, seconds
     bad_input[f"{command}: {name}"] = seconds
+
+
+@contextmanager
+def _held(store: Path):
+    """Another process holding the store's DuckDB file, as a running ``amortval value`` does."""
+    from amortval.tasks.prepare import store_paths
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from amortval.data.store import ValuationStore
+        store = ValuationStore({str(store_paths(store)["duckdb"])!r})
+        print("ready", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("amortval: error:")]
+    assert len(lines) == 1 and stderr.count("amortval: error:") == 1, stderr
+    return lines[0]
+
+
+def test_curate_on_a_store_held_by_a_running_value_fails_at_once(good, tmp_path, capsys, bad_input):
+    new = _write(good, tmp_path / "new.parquet")
+    with _held(tmp_path / "store") as pid:
+        began = time.perf_counter()
+        code = main(["curate", "--data", str(new), "--store", str(tmp_path / "store")])
+        seconds = time.perf_counter() - began
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and f"in use by process {pid}" in line, line
+    assert seconds < 1, seconds  # before any model load or Prefect start (was 12.8 s)
+    bad_input["curate: store held by a running value"] = seconds
+
+
+def test_curate_user_errors_are_one_line_in_a_fresh_process_without_prefect(good, tmp_path, bad_input):
+    """The user's terminal: no Prefect traceback before the message, no flow run at all."""
+    from amortval.data.store import ValuationStore
+    from amortval.tasks.prepare import store_paths
+
+    new = _write(good, tmp_path / "new.parquet")
+    ValuationStore(store_paths(tmp_path / "empty")["duckdb"]).close()  # a store, but nothing valued in it
+
+    def curate(store: Path) -> tuple[str, float]:
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "amortval.flows.cli", "curate", "--data", str(new),
+                               "--store", str(store)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "temporary server" not in done.stderr and "Flow run" not in done.stderr, done.stderr
+        return _one_error_line(done.stderr), time.perf_counter() - began
+
+    line, seconds = curate(tmp_path / "empty")
+    assert "no valuation model is registered" in line, line
+    bad_input["fresh process: curate, no model"] = seconds
+    with _held(tmp_path / "held") as pid:
+        line, seconds = curate(tmp_path / "held")
+    assert f"in use by process {pid}" in line, line
+    bad_input["fresh process: curate, store held"] = seconds
+
+
+def test_our_error_inside_the_value_flow_is_one_line_without_traceback(good, other, tmp_path, cli_environment):
+    """A store taken between the CLI's check and the flow's open (a race the check cannot
+    close) fails inside the flow: still one ``amortval: error:`` line, no Prefect traceback."""
+    data, valid = _write(good, tmp_path / "train.parquet"), _write(other, tmp_path / "valid.parquet")
+    lose_the_race = textwrap.dedent(f"""
+        import sys
+        import amortval.data.store
+        from amortval.flows.cli import main
+        amortval.data.store.ensure_store_free = lambda path: None
+        sys.exit(main(["value", "--data", {str(data)!r}, "--valid", {str(valid)!r}, "--target", "label",
+                       "--samples", "2", "--store", {str(tmp_path / "store")!r}]))
+    """)
+    with _held(tmp_path / "store") as pid:
+        done = subprocess.run([sys.executable, "-c", lose_the_race], env=cli_environment, capture_output=True,
+                              text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert f"in use by process {pid}" in _one_error_line(done.stderr), done.stderr
+    assert "Flow run" in done.stderr, "the error must come from inside the flow for this test to mean anything"
+    assert "Encountered exception" not in done.stderr and "Finished in state Failed" not in done.stderr, done.stderr
