@@ -65,3 +65,14 @@ def test_an_output_that_is_an_input_by_name_symlink_or_hard_link_is_refused(tmp_
         with pytest.raises(ConfigError, match="is the input file"):
             check_output(out, [None, "data.parquet"])
     assert check_output("other.parquet", ["data.parquet"]).name == "other.parquet"
+
+
+def test_a_failed_output_write_leaves_no_temp_file(tmp_path):
+    import polars as pl
+
+    from amortval.tasks.report import write_parquet
+
+    (tmp_path / "values.parquet").mkdir()  # the final rename fails: a folder is in the way
+    with pytest.raises(OSError):
+        write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "values.parquet")
+    assert _tree(tmp_path) == ["values.parquet"]
