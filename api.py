@@ -31,9 +31,10 @@ def value(data: Any = None, target: str | None = None, *, name: str = "frame", *
 def run(config, *, amortize_only: bool = False) -> dict:
     """Validate (before any work), report a finished run as it is, else run the flow."""
     from amortval.data.store import ensure_store_free
+    from amortval.tasks.paths import check_run_paths
     from amortval.tasks.prepare import load_inputs, store_paths
 
-    check_output(config.out)
+    check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)
     for warning in inputs.data.warnings:
         print(f"amortval: warning: {warning}", file=sys.stderr)
@@ -86,17 +87,6 @@ def load(run_id: str, *, store: str | None = None) -> ValuationResult:
         "values_path": str(paths["values"] / f"{stored['run_id']}.parquet"),
         "mlflow_uri": tracking_uri(paths["root"]), "mlflow_run_id": stored["mlflow_run_id"],
         "model_name": stored["model_name"], "model_version": stored["model_version"], "config": stored["config"]})
-
-
-def check_output(out: str | None) -> None:
-    """ConfigError unless ``out`` names a .parquet file in an existing folder."""
-    from amortval.errors import ConfigError
-
-    if out is not None:
-        if not out.endswith(".parquet"):
-            raise ConfigError(f"--out must name a .parquet file, got {out!r}")
-        if not Path(out).resolve().parent.is_dir():
-            raise ConfigError(f"--out folder does not exist: {Path(out).resolve().parent}")
 
 
 def _as_path(data: Any, store: str, name: str) -> str | None:

@@ -21,6 +21,7 @@ from amortval.errors import AmortvalError
 from amortval.flows.runners import batch_runner
 from amortval.tasks.config import RunConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch
+from amortval.tasks.paths import check_run_paths
 from amortval.tasks.prepare import load_inputs
 from amortval.tasks.progress import BatchProgress
 from amortval.tasks.record import amortize_run, record, stored_summary
@@ -84,6 +85,7 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
     started = time.time()
     pin_threads()
     config = RunConfig.build(config)
+    check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)
     plan = plan_run(config, inputs)
     logger = get_run_logger()

@@ -208,10 +208,14 @@ def export_values(values_path: str | Path, out: str | None) -> None:
 
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write atomically: a killed run never leaves a torn output file."""
+    """Write atomically: a killed run never leaves a torn output file, a failed write no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    try:
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -87,3 +87,39 @@ def cli_environment(prefect_harness, tmp_path_factory):
         "PYTHONUNBUFFERED": "1",
     })
     return env
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An empty folder nobody can write into, root included, restored afterwards.
+
+    ``chmod 555`` stops ordinary users; root ignores permission bits, so as root the folder
+    is also made immutable (``chattr +i``, which root obeys). Skips where neither holds.
+    """
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if _writable(folder) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if _writable(folder):
+            pytest.skip("cannot make a folder read-only here (root without chattr +i support)")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def _writable(folder) -> bool:
+    probe = folder / "probe"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    probe.unlink()
+    return True

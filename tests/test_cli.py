@@ -8,10 +8,14 @@ registered model); both report to the ``bad_input`` figure.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import textwrap
 import sys
 import time
+import types
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +32,12 @@ from amortval.flows.cli import main
 @pytest.fixture(scope="module")
 def good() -> pl.DataFrame:
     return make_demo(seed=2, n_train=30, n_valid=10, n_new=10).train.drop("flipped")
+
+
+@pytest.fixture(scope="module")
+def other() -> pl.DataFrame:
+    """Rows of the same schema that are not in ``good``: a valid --valid file."""
+    return make_demo(seed=3, n_train=20, n_valid=10, n_new=10).train.drop("flipped")
 
 
 def _write(frame: pl.DataFrame, path: Path) -> Path:
@@ -192,3 +202,181 @@ def test_curate_rule_conflict_and_missing_file(tmp_path, capsys):
     assert main(["curate", "--data", str(tmp_path / "m.parquet"), "--drop-fraction", "1.5"]) == 2
     assert "--drop-fraction" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+# Paths a command would write: refused before any work, nothing written, inputs untouched.
+# name -> (command, options maker (ctx), fragments the error must contain). ``ctx`` has the
+# good input files (data, valid, new), ``tmp`` and ``read_only`` (an unwritable folder).
+def _new_dropped(c) -> list[str]:
+    """curate writes <out stem>.dropped.parquet beside --out: here that is the input."""
+    clash = c.tmp / "new.dropped.parquet"
+    clash.write_bytes(c.new.read_bytes())
+    return ["--data", str(clash), "--out", str(c.tmp / "new.parquet")]
+
+
+def _link(kind: str):
+    def make(c) -> list[str]:
+        link = c.tmp / f"{kind}.parquet"
+        link.symlink_to(c.data) if kind == "symlink" else os.link(c.data, link)
+        return ["--out", str(link)]
+    return make
+
+
+def _file(c) -> Path:
+    (c.tmp / "a-file").write_text("not a folder")
+    return c.tmp / "a-file"
+
+
+PATH_CASES: dict[str, tuple] = {
+    "--out is the --data file": ("value", lambda c: ["--out", str(c.data)], ["is the input file", "train.parquet"]),
+    "--out is the --data file, relative": ("value", lambda c: ["--out", os.path.relpath(c.data)],
+                                           ["is the input file"]),
+    "--out is the --valid file": ("value", lambda c: ["--out", str(c.valid)], ["is the input file", "valid.parquet"]),
+    "--out is a symlink to --data": ("value", _link("symlink"), ["is the input file"]),
+    "--out is a hard link of --data": ("value", _link("hardlink"), ["is the input file"]),
+    "--out names a folder": ("value", lambda c: ["--out", str(c.folder)], ["is a folder"]),
+    "--out in a missing folder": ("value", lambda c: ["--out", str(c.tmp / "nowhere" / "v.parquet")],
+                                  ["--out folder does not exist", "nowhere"]),
+    "--out in a read-only folder": ("value", lambda c: ["--out", str(c.read_only / "v.parquet")],
+                                    ["--out folder", "read-only is not writable"]),
+    "--out without .parquet": ("value", lambda c: ["--out", str(c.tmp / "v.csv")], ["must name a .parquet file"]),
+    "--store is a regular file": ("value", lambda c: ["--store", str(_file(c))], ["a-file is a file, not a folder"]),
+    "--store under a regular file": ("value", lambda c: ["--store", str(_file(c) / "s")],
+                                     ["cannot be created", "a-file is a file"]),
+    "--store is a read-only folder": ("value", lambda c: ["--store", str(c.read_only)],
+                                      ["--store folder", "read-only is not writable"]),
+    "--store inside a read-only folder": ("value", lambda c: ["--store", str(c.read_only / "s")],
+                                          ["cannot be created", "read-only is not writable"]),
+    "curate --out is the --data file": ("curate", lambda c: ["--out", str(c.new)], ["is the input file", "new.parquet"]),
+    "curate dropped file is the --data file": ("curate", _new_dropped, ["is the input file", "new.dropped.parquet"]),
+    "curate --out names a folder": ("curate", lambda c: ["--out", str(c.folder)], ["is a folder"]),
+    "curate --out in a missing folder": ("curate", lambda c: ["--out", str(c.tmp / "nowhere" / "k.parquet")],
+                                         ["folder does not exist"]),
+    "curate --out in a read-only folder": ("curate", lambda c: ["--out", str(c.read_only / "k.parquet")],
+                                           ["read-only is not writable"]),
+    "curate --out without .parquet": ("curate", lambda c: ["--out", str(c.tmp / "k.csv")], [".parquet"]),
+    "curate --store is a regular file": ("curate", lambda c: ["--store", str(_file(c))], ["is a file, not a folder"]),
+    "curate --store is a read-only folder": ("curate", lambda c: ["--store", str(c.read_only)],
+                                             ["read-only is not writable"]),
+}
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for folders and links): what 'nothing written' means."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", list(PATH_CASES))
+def test_bad_paths_fail_before_any_work_and_write_nothing(name, good, other, tmp_path, capsys, bad_input, request,
+                                                         monkeypatch):
+    command, options, fragments = PATH_CASES[name]
+    monkeypatch.chdir(tmp_path)
+    c = types.SimpleNamespace(tmp=tmp_path, data=_write(good, tmp_path / "train.parquet"),
+                              valid=_write(other, tmp_path / "valid.parquet"), new=_write(good, tmp_path / "new.parquet"),
+                              folder=tmp_path / "folder.parquet")
+    c.folder.mkdir()
+    if "read-only" in name:
+        c.read_only = request.getfixturevalue("read_only_folder")
+    argv = ["--data", str(c.new), "--store", str(tmp_path / "store"), *options(c)]
+    argv = (["value", "--target", "label", "--valid", str(c.valid)] if command == "value" else ["curate"]) + argv
+    if command == "value":
+        argv[argv.index(str(c.new))] = str(c.data)
+    before = _snapshot(tmp_path)
+    began = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - began
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("amortval: error:") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert not (tmp_path / "store").exists(), "no store folder for a bad path"
+    assert _snapshot(tmp_path) == before, "inputs unchanged byte for byte, nothing created (no temp or probe file)"
+    assert seconds < 5, seconds
+    bad_input[f"{command}: {name}"] = seconds
+
+
+@contextmanager
+def _held(store: Path):
+    """Another process holding the store's DuckDB file, as a running ``amortval value`` does."""
+    from amortval.tasks.prepare import store_paths
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from amortval.data.store import ValuationStore
+        store = ValuationStore({str(store_paths(store)["duckdb"])!r})
+        print("ready", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("amortval: error:")]
+    assert len(lines) == 1 and stderr.count("amortval: error:") == 1, stderr
+    return lines[0]
+
+
+def test_curate_on_a_store_held_by_a_running_value_fails_at_once(good, tmp_path, capsys, bad_input):
+    new = _write(good, tmp_path / "new.parquet")
+    with _held(tmp_path / "store") as pid:
+        began = time.perf_counter()
+        code = main(["curate", "--data", str(new), "--store", str(tmp_path / "store")])
+        seconds = time.perf_counter() - began
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and f"in use by process {pid}" in line, line
+    assert seconds < 1, seconds  # before any model load or Prefect start (was 12.8 s)
+    bad_input["curate: store held by a running value"] = seconds
+
+
+def test_curate_user_errors_are_one_line_in_a_fresh_process_without_prefect(good, tmp_path, bad_input):
+    """The user's terminal: no Prefect traceback before the message, no flow run at all."""
+    from amortval.data.store import ValuationStore
+    from amortval.tasks.prepare import store_paths
+
+    new = _write(good, tmp_path / "new.parquet")
+    ValuationStore(store_paths(tmp_path / "empty")["duckdb"]).close()  # a store, but nothing valued in it
+
+    def curate(store: Path) -> tuple[str, float]:
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "amortval.flows.cli", "curate", "--data", str(new),
+                               "--store", str(store)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "temporary server" not in done.stderr and "Flow run" not in done.stderr, done.stderr
+        return _one_error_line(done.stderr), time.perf_counter() - began
+
+    line, seconds = curate(tmp_path / "empty")
+    assert "no valuation model is registered" in line, line
+    bad_input["fresh process: curate, no model"] = seconds
+    with _held(tmp_path / "held") as pid:
+        line, seconds = curate(tmp_path / "held")
+    assert f"in use by process {pid}" in line, line
+    bad_input["fresh process: curate, store held"] = seconds
+
+
+def test_our_error_inside_the_value_flow_is_one_line_without_traceback(good, other, tmp_path, cli_environment):
+    """A store taken between the CLI's check and the flow's open (a race the check cannot
+    close) fails inside the flow: still one ``amortval: error:`` line, no Prefect traceback."""
+    data, valid = _write(good, tmp_path / "train.parquet"), _write(other, tmp_path / "valid.parquet")
+    lose_the_race = textwrap.dedent(f"""
+        import sys
+        import amortval.data.store
+        from amortval.flows.cli import main
+        amortval.data.store.ensure_store_free = lambda path: None
+        sys.exit(main(["value", "--data", {str(data)!r}, "--valid", {str(valid)!r}, "--target", "label",
+                       "--samples", "2", "--store", {str(tmp_path / "store")!r}]))
+    """)
+    with _held(tmp_path / "store") as pid:
+        done = subprocess.run([sys.executable, "-c", lose_the_race], env=cli_environment, capture_output=True,
+                              text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert f"in use by process {pid}" in _one_error_line(done.stderr), done.stderr
+    assert "Flow run" in done.stderr, "the error must come from inside the flow for this test to mean anything"
+    assert "Encountered exception" not in done.stderr and "Finished in state Failed" not in done.stderr, done.stderr

@@ -1,0 +1,131 @@
+"""Where a command may write: the store folder and the output files, checked before any work.
+
+A run that can only fail at its last step (writing ``--out`` into a folder that does not
+exist, or over the very file it read) wastes the whole run, and one that writes over its
+input destroys the user's data. So ``value``, ``amortize`` and ``curate`` check every
+path they will write *first*, each problem on one line naming the path, and write
+nothing while checking: writability is probed with a temporary file that is removed
+at once (permission bits alone lie -- root ignores them; a read-only mount or an
+immutable folder does not).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from amortval.errors import ConfigError
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (``None`` if one can): a real write, undone."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".amortval-probe-", dir=folder)
+    except OSError as error:
+        return error.strerror or str(error)
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself or the nearest folder above it that exists (what a mkdir -p starts from)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_store(store: str | Path) -> Path:
+    """The store folder (resolved), if it is, or can be created as, a writable folder.
+
+    Raises ``ConfigError`` when ``store`` names a file, lies under a file, or when the
+    folder (or, for a new store, the nearest existing folder above it) refuses a write.
+    Creates nothing: a store that does not exist yet is created by the run itself.
+    """
+    root = Path(store).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--store {store} is a file, not a folder; pass a folder (new or existing)")
+    base = _existing_ancestor(root)
+    if not base.is_dir():
+        raise ConfigError(f"--store {store} cannot be created: {base} is a file, not a folder")
+    problem = write_problem(base)
+    if problem:
+        what = f"--store folder {root} is not writable" if base == root else \
+            f"--store {root} cannot be created: {base} is not writable"
+        raise ConfigError(f"{what} ({problem})")
+    return root
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path | None], what: str = "--out") -> Path:
+    """``path`` (resolved), if a Parquet file may be written there without touching an input.
+
+    Raises ``ConfigError`` unless ``path`` ends in ``.parquet``, is not a folder, lies in an
+    existing writable folder, and is not one of ``inputs`` (by name after symlinks, or the
+    same file under another name: a hard link). ``what`` names the path in the message.
+    """
+    given = Path(path).expanduser()
+    if given.suffix != ".parquet":
+        raise ConfigError(f"{what} must name a .parquet file, got {str(path)!r}")
+    resolved = given.resolve()
+    if resolved.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; name a .parquet file")
+    for source in inputs:
+        if source is not None and _same_file(resolved, Path(source).expanduser()):
+            raise ConfigError(f"{what} {path} is the input file {source}; writing it would destroy the input. "
+                              "Pass another --out")
+    folder = resolved.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} folder does not exist: {folder}")
+    problem = write_problem(folder)
+    if problem:
+        raise ConfigError(f"{what} folder {folder} is not writable ({problem})")
+    return resolved
+
+
+def _same_file(output: Path, source: Path) -> bool:
+    if output == source.resolve():
+        return True
+    try:
+        return os.path.samefile(output, source)
+    except OSError:  # either does not exist (yet): they cannot be one file
+        return False
+
+
+def check_run_paths(store: str | Path, out: str | None, inputs: Iterable[str | Path | None]) -> None:
+    """A valuation's whole write set: the store folder, and ``--out`` when given (never an input)."""
+    check_store(store)
+    if out is not None:
+        check_output(out, inputs)
+
+
+def curation_outputs(data: str | Path, curated_dir: Path, out: str | None) -> tuple[Path, Path]:
+    """<name>.curated.parquet (kept rows) and <name>.dropped.parquet beside it."""
+    kept = Path(out) if out else curated_dir / f"{Path(data).stem}.curated.parquet"
+    stem = kept.name.removesuffix(".parquet").removesuffix(".curated")
+    return kept, kept.with_name(f"{stem}.dropped.parquet")
+
+
+def check_curation_paths(data: str | Path, store: str | Path, out: str | None) -> tuple[Path, Path]:
+    """The (kept, dropped) files a curation writes, checked; its store checked present and free.
+
+    Cheap by design (no model, no Prefect, no MLflow import): the CLI calls it first, so a
+    store held by a running ``value`` is reported in milliseconds. Both outputs are checked
+    against ``data``: ``--out new.parquet`` puts the dropped rows in ``new.dropped.parquet``.
+    """
+    from amortval.data.store import ensure_store_free
+    from amortval.errors import ModelNotFoundError
+    from amortval.tasks.prepare import store_paths
+
+    paths = store_paths(store)
+    kept, dropped = curation_outputs(data, paths["curated"], out)
+    if out is not None:
+        check_output(kept, [data])
+        check_output(dropped, [data], what="the dropped-rows file")
+    check_store(store)
+    if not paths["duckdb"].exists():
+        raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
+                                 "first, or pass the --store it used")
+    ensure_store_free(paths["duckdb"])
+    return kept, dropped
