@@ -92,7 +92,8 @@ def curate_dataset(
     write_parquet(scored.filter(pl.Series(kept)), c.kept_path)
     write_parquet(scored.filter(~pl.Series(kept)), c.dropped_path)
     metrics = curation_metrics(values, kept, c.flags)
-    tracking.log_curation_run(uri=c.uri, experiment=chosen.name, run_name=curation_id, model_uri=chosen.uri,
+    experiment = tracking.source_experiment(c.uri, chosen.name, chosen.version) or chosen.name
+    tracking.log_curation_run(uri=c.uri, experiment=experiment, run_name=curation_id, model_uri=chosen.uri,
                               params={"data": str(data), "model_uri": chosen.uri, "model_version": chosen.version,
                                       "rule": c.rule.describe(), "curation_id": curation_id},
                               metrics=metrics, table=scored)

@@ -105,7 +105,7 @@ def stored_summary(db: ValuationStore, plan: RunPlan, log: Callable[[str], None]
         registered = _register(uri, plan, logged, bool(metrics.get("gate_passed")), metrics)
         db.set_run_status(plan.run_id, "completed", model_name=registered.name, model_version=registered.version)
         log(f"registered the stored network of {plan.run_id} as {registered.uri}")
-        return summary(db, plan) | {"alias_set": registered.alias_set}
+        return summary(db, plan) | {"alias_set": registered.alias_set, "reported_stored": True}
     log(f"run {plan.run_id} is already complete; reporting its stored results")
     return summary(db, plan) | {"reported_stored": True}
 

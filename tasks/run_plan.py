@@ -30,11 +30,7 @@ class RunPlan:
     n_points: int
     n_units: int  # Monte Carlo units of the budget: units [0, n_units) are the run's samples
     sampler: Sampler
-
-    @property
-    def experiment(self) -> str:
-        """One MLflow experiment per registered model (so per dataset by default)."""
-        return self.model_name
+    experiment: str  # one MLflow experiment per dataset (``amortval-<stem>``), whatever the model name
 
     @property
     def values_path(self) -> Path:
@@ -72,6 +68,7 @@ def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
         run_id=config.run_id(dataset_id), model_name=config.model_name or default_model_name(inputs.dataset_name),
         paths=paths, problem_path=problem_path, n_points=inputs.problem.n,
         n_units=sampler.n_units(config.sampling.samples), sampler=sampler,
+        experiment=default_model_name(inputs.dataset_name),
     )
 
 

@@ -8,7 +8,14 @@
 
 from amortval.tasks.tracking.backend import init_tracking, relocate, tracking_uri
 from amortval.tasks.tracking.pyfunc import ValuationPyfunc, model_signature
-from amortval.tasks.tracking.registry import CHAMPION, Registered, load_registered_model, register, versions
+from amortval.tasks.tracking.registry import (
+    CHAMPION,
+    Registered,
+    load_registered_model,
+    register,
+    source_experiment,
+    versions,
+)
 from amortval.tasks.tracking.runs import (
     LoggedRun,
     TrainingTable,
@@ -21,5 +28,5 @@ from amortval.tasks.tracking.runs import (
 __all__ = [
     "CHAMPION", "LoggedRun", "Registered", "TrainingTable", "ValuationPyfunc", "flatten_params", "init_tracking",
     "load_registered_model", "log_curation_run", "log_valuation_run", "model_signature", "register",
-    "relocate", "run_exists", "tracking_uri", "versions",
+    "relocate", "run_exists", "source_experiment", "tracking_uri", "versions",
 ]

@@ -123,3 +123,13 @@ def load_registered_model(uri: str, name: str, alias: str = CHAMPION,
         with using(uri):
             loaded = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
     return loaded.unwrap_python_model().model, model_uri, str(version)
+
+
+def source_experiment(uri: str, name: str, version: str) -> str | None:
+    """The experiment holding the run that logged a registered version (None if unknown)."""
+    mlflow_client = client(uri)
+    try:
+        run_id = mlflow_client.get_model_version(name, version).run_id
+        return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+    except MlflowException:
+        return None
