@@ -40,14 +40,17 @@ def run(config, *, amortize_only: bool = False) -> dict:
         print(f"amortval: warning: {warning}", file=sys.stderr)
     ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
     started = time.time()
-    from amortval.tasks.record import completed_summary
-    from amortval.tasks.report import export_values
-    from amortval.tasks.run_plan import plan_run
+    from amortval.tasks.run_plan import plan_run, stored_status
 
-    done = completed_summary(plan_run(config, inputs), log=lambda line: print(f"amortval: {line}", file=sys.stderr))
-    if done is not None:  # nothing to compute: report without starting a workflow
-        export_values(done["values_path"], config.out)
-        return {**done, "source": inputs.source, "out": config.out, "seconds": time.time() - started}
+    plan = plan_run(config, inputs)
+    if stored_status(plan) == "completed":  # nothing to compute: report without starting a workflow
+        from amortval.tasks.record import completed_summary  # loads MLflow: only when needed
+        from amortval.tasks.report import export_values
+
+        done = completed_summary(plan, log=lambda line: print(f"amortval: {line}", file=sys.stderr))
+        if done is not None:
+            export_values(done["values_path"], config.out)
+            return {**done, "source": inputs.source, "out": config.out, "seconds": time.time() - started}
     from amortval.flows.valuation import value_dataset
 
     return value_dataset(config=config, amortize_only=amortize_only)

@@ -114,8 +114,6 @@ def completed_summary(plan: RunPlan, log: Callable[[str], None]) -> dict | None:
     """The stored summary when the run is already complete (and its MLflow run exists),
     without starting a workflow: re-reporting a finished run has nothing to orchestrate.
     None when there is work to do."""
-    if not plan.paths["duckdb"].exists():
-        return None
     with ValuationStore(plan.paths["duckdb"]) as db:
         run = db.run(plan.run_id)
         if run is None or run["status"] != "completed":

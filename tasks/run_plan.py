@@ -72,6 +72,15 @@ def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
     )
 
 
+def stored_status(plan: RunPlan) -> str | None:
+    """The run's status in the store, None when the store or the run does not exist yet."""
+    if not plan.paths["duckdb"].exists():
+        return None
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        run = db.run(plan.run_id)
+    return None if run is None else str(run["status"])
+
+
 def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
     """Record the dataset, the sampling and the run; the run's stored status ('new' if none)."""
     db.register_dataset(plan.dataset_id, inputs.dataset_name, inputs.source, inputs.problem.n,

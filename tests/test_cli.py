@@ -368,10 +368,10 @@ def test_our_error_inside_the_value_flow_is_one_line_without_traceback(good, oth
     lose_the_race = textwrap.dedent(f"""
         import sys
         import amortval.data.store
-        import amortval.tasks.record
+        import amortval.tasks.run_plan
         from amortval.flows.cli import main
         amortval.data.store.ensure_store_free = lambda path: None
-        amortval.tasks.record.completed_summary = lambda plan, log: None  # the pre-flow report opens it too
+        amortval.tasks.run_plan.stored_status = lambda plan: None  # the pre-flow report opens it too
         sys.exit(main(["value", "--data", {str(data)!r}, "--valid", {str(valid)!r}, "--target", "label",
                        "--samples", "2", "--store", {str(tmp_path / "store")!r}]))
     """)
