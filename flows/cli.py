@@ -20,7 +20,7 @@ from amortval import __version__
 
 # Before numpy/torch/prefect/mlflow load: one BLAS thread per fit, no telemetry, and
 # Prefect's per-task-run lines kept out of the terminal (they stay in its API).
-_ENVIRONMENT = {
+ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -209,7 +209,7 @@ def _quiet_user_errors() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    for name, value in _ENVIRONMENT.items():
+    for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from amortval.flows.cli import _ENVIRONMENT
+from amortval.flows.cli import ENVIRONMENT
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", help="deployments to serve (default: all in prefect.yaml)")
     parser.add_argument("--prefect-yaml", type=Path, default=PREFECT_YAML, help="deployments file (default: the packaged one)")
     args = parser.parse_args(argv)
-    for key, value in _ENVIRONMENT.items():
+    for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     from prefect import serve
 
