@@ -217,9 +217,6 @@ class RunConfig(_Part):
         """Keys estimates, networks and MLflow runs: sampling identity + budget + network."""
         return f"{self.sampling_id(dataset_id)}-m{self.sampling.samples}-{_digest(self.run_identity(dataset_id))[:6]}"
 
-    def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
 
 PARTS = ("inputs", "utility", "sampling", "amortization")
 # Flat option name -> its part ("" for run-level options). Names are unique across parts.

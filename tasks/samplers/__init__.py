@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from amortval.tasks.config import SamplingConfig
 from amortval.tasks.samplers.base import SampleBatch, Sampler, unit_rng
 from amortval.tasks.samplers.distributional import DistributionalSampler
@@ -57,7 +55,3 @@ def plan_segments(sampler: Sampler, samples: int, batch_fits: int,
             edge = cut
     return [s for s in segments if len(s)]
 
-
-def n_batches(sampler: Sampler, samples: int, batch_fits: int) -> int:
-    """Batches of a fresh run of budget ``samples``."""
-    return math.ceil(sampler.n_units(samples) / max(1, int(batch_fits // sampler.fits_per_unit)))
