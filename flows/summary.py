@@ -28,7 +28,8 @@ def print_valuation(r: dict) -> None:
     lines = [
         f"amortval: valued {r.get('source')} in {r['seconds']:.1f} s  (run {r['run_id']})",
         f"  samples           {int(r.get('samples_stored', 0)):,} used  from {int(r.get('model_fits', 0)):,} model fits"
-        + reused + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
+        + reused + (f"  (on {r['n_sampled']:,} sampled of {r['n_points']:,} rows; the network values all)"
+                    if r.get("n_sampled", 0) < r.get("n_points", 0) else "") + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
