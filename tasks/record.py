@@ -19,6 +19,7 @@ from amortval.tasks import report, tracking
 from amortval.tasks.amortize import AmortizationResult, amortize
 from amortval.tasks.prepare import Inputs
 from amortval.tasks.run_plan import RunPlan
+from amortval.tasks.runtime import peak_rss_mb
 
 
 def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
@@ -53,6 +54,7 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
         "fallback_fits": float(db.fallback_count(plan.sampling_id, below_unit=plan.n_units)),
         **report.status_metrics(db.status_counts(plan.sampling_id, below_draw=budget)),
         "seconds_total": time.time() - started_at,
+        "peak_rss_mb": peak_rss_mb(),  # the flow process: samples, network and tables all pass through it
     }
     db.log_metrics(run_id, metrics)
     uri = tracking.tracking_uri(plan.paths["root"])

@@ -110,7 +110,7 @@ def describe(plan: RunPlan, todo: list[range]) -> str:
     points = f"{plan.n_points:,} points" if plan.n_sampled == plan.n_points else \
         f"{plan.n_sampled:,} sampled of {plan.n_points:,} points (--points)"
     return (f"plan: {points} x {plan.config.sampling.samples} samples, about "
-            f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute in {len(todo):,} batches, "
+            f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute, "
             f"{(plan.n_units - left) * per_unit:,.0f} stored")
 
 
