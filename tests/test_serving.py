@@ -133,6 +133,18 @@ def valued(tmp_path_factory, cli_environment, figures):
         f"{' '.join(step.split()[:3])}: {seconds:.1f} s" for step, seconds in stack.timings.items()))
 
 
+def test_every_package_folder_is_packaged():
+    """The served model is code that imports ``amortval.tasks.tracking.pyfunc``: a folder left
+    out of ``packages`` works in the editable install tests use and fails after ``pip install .``."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("amortval", *init.parent.relative_to(root).parts)) for init in root.rglob("__init__.py")
+             if not {".venv", "tests", "benchmarks", "build"} & set(init.relative_to(root).parts)}
+    assert found - listed == set()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_served_champion_values_rows_as_curate_does_and_names_bad_input(valued, figures):
