@@ -33,6 +33,9 @@ def print_valuation(r: dict) -> None:
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
+    if r.get("worker_peak_rss_mb"):
+        lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "
+                     f"({len(r['worker_peak_rss_mb'])} workers)")
     if r.get("mislabeled_auroc_network") is not None:
         lines.append(f"  mislabeled AUROC  reported {_fmt(r.get('mislabeled_auroc_combined'), '.3f')}"
                      f", network {_fmt(r['mislabeled_auroc_network'], '.3f')}"

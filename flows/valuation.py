@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
-from amortval.flows.runners import batch_runner
+from amortval.flows.runners import batch_runner, batch_slots, check_cluster, worker_peak_rss_mb
 from amortval.tasks.config import RunConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch
 from amortval.tasks.paths import check_run_paths
@@ -49,18 +49,20 @@ amortize_task = task(amortize_run, name="amortize", cache_policy=NO_CACHE)
 record_task = task(record, name="record", cache_policy=NO_CACHE)
 
 
-def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> int:
+def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> tuple[int, list[float] | None]:
     """Submit the pending unit ranges in batches sized by work; commit each batch as soon as
-    it finishes. Returns fits."""
+    it finishes. Returns the fits and the Dask workers' peak RSS in MB (None on threads)."""
     logger, config = get_run_logger(), plan.config
     logger.info(describe(plan, todo))
     if not todo:
-        return 0
+        return 0, None
     batches = BatchSizer(todo)
     progress = Progress("sampling", plan.n_units, unit="units", already_done=plan.n_units - sum(map(len, todo)),
                         log=logger.info)
     workers = config.workers or os.cpu_count() or 1
-    with batch_runner(config.runner, workers) as pool:
+    with batch_runner(config.runner, workers, config.dask_address) as pool:
+        workers = batch_slots(pool, workers)
+
         def submit() -> set:
             units = batches.next()
             return set() if units is None else {pool.submit(evaluate_batch_task, {"spec": BatchSpec(
@@ -82,8 +84,9 @@ def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> int:
                 progress.update(result.stop - result.start, samples=len(result.samples), fits=result.n_fits,
                                 fallback_fits=result.n_fallbacks)
                 in_flight |= submit()
+        worker_rss = worker_peak_rss_mb(pool)
     progress.close()
-    return progress.counts.get("fits", 0)
+    return progress.counts.get("fits", 0), worker_rss
 
 
 @flow(name="value-dataset")
@@ -99,20 +102,23 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)
     plan = plan_run(config, inputs)
+    if not amortize_only:
+        check_cluster(config.dask_address, plan.problem_path)
     logger = get_run_logger()
     with ValuationStore(plan.paths["duckdb"]) as db:
-        summary = None
+        summary, worker_rss = None, None
         if begin(db, plan, inputs) == "completed":
             summary = stored_summary(db, plan, logger.info)
         if summary is None:
-            new_fits = run_batches(db, plan, pending(db, plan, stored_only=amortize_only))
+            new_fits, worker_rss = run_batches(db, plan, pending(db, plan, stored_only=amortize_only))
             epochs, on_epoch = _epoch_progress(logger, plan)
             result = amortize_task(db, plan, inputs, progress=on_epoch)
             epochs.close()
             summary = record_task(db, plan, inputs, result, started_at=started, new_fits=new_fits)
     export_values(summary["values_path"], config.out)
     return {**summary, "source": inputs.source, "out": config.out, "flow_run_id": str(flow_run.id),
-            "seconds": time.time() - started, "warnings": list(inputs.data.warnings)}
+            "seconds": time.time() - started, "warnings": list(inputs.data.warnings),
+            "worker_peak_rss_mb": worker_rss}
 
 
 def _epoch_progress(logger, plan: RunPlan) -> tuple[Progress, Callable[[dict], None]]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
@@ -35,6 +36,7 @@ LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf", "distributional")
 SAMPLERS = ("permutation", "independent", "msr", "distributional")
 RUNNERS = ("threads", "dask")
+DASK_ADDRESS = re.compile(r"tcp://(?P<host>[^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
 
 # Shapley: one permutation chain gives every point a sample for one fit each.
 # Beta: permutation samples would need importance weights up to ~n*p(0) (variance ~8x
@@ -178,6 +180,28 @@ class RunConfig(_Part):
     model_name: str | None = Field(None, description="MLflow registered model (default: amortval-<data file stem>)")
     workers: int | None = Field(None, ge=1, description="batches evaluated at once, one thread per fit (default: the CPU count)")
     runner: Literal[RUNNERS] = Field("threads", description="where batches run: threads in this process, or a local Dask cluster of worker processes; same results either way")
+    dask_address: str | None = Field(None, description="run the batches on the existing Dask cluster whose scheduler is at tcp://HOST:PORT (implies --runner dask; its worker threads replace --workers; every worker must read --store at the same path, see Running on a Dask cluster)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_means_dask(cls, raw: Any) -> Any:
+        """An address implies the Dask runner; ``runner="threads"`` given with one is refused below."""
+        if isinstance(raw, dict) and raw.get("dask_address") is not None and "runner" not in raw:
+            return {**raw, "runner": "dask"}
+        return raw
+
+    @field_validator("dask_address")
+    @classmethod
+    def _check_address(cls, address: str | None, info: ValidationInfo) -> str | None:
+        if address is None:
+            return None
+        match = DASK_ADDRESS.fullmatch(address)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError("must be tcp://HOST:PORT, the address `dask scheduler` prints")
+        if info.data.get("runner") == "threads":
+            raise ValueError("runs the batches on that Dask cluster; it cannot go with --runner threads "
+                             "(drop --runner)")
+        return address
 
     @field_validator("store")
     @classmethod
