@@ -109,9 +109,20 @@ def describe(plan: RunPlan, todo: list[range]) -> str:
     left = sum(len(r) for r in todo)
     points = f"{plan.n_points:,} points" if plan.n_sampled == plan.n_points else \
         f"{plan.n_sampled:,} sampled of {plan.n_points:,} points (--points)"
-    return (f"plan: {points} x {plan.config.sampling.samples} samples, about "
+    line = (f"plan: {points} x {plan.config.sampling.samples} samples, about "
             f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute, "
             f"{(plan.n_units - left) * per_unit:,.0f} stored")
+    if left and per_unit > LARGE_UNIT_FITS:
+        # a unit is indivisible (its samples are committed together): progress comes per unit
+        line += (f". One Monte Carlo unit (a {plan.sampler.__class__.__name__.removesuffix('Sampler').lower()} "
+                 f"chain) is {per_unit:,.0f} fits on coalitions of up to {plan.n_points:,} rows, so progress "
+                 "comes per chain; for tables this size --method distributional keeps every fit under "
+                 "--max-size rows and every unit under a thousand fits")
+    return line
+
+
+# Above this many fits a unit takes minutes with the slower learners: the plan says so.
+LARGE_UNIT_FITS = 5_000
 
 
 def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> list[range]:

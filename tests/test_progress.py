@@ -58,3 +58,25 @@ def test_a_heartbeat_line_while_nothing_finishes():
     progress = Progress("sampling", 10, unit="units", log=lines.append, bar=False, every_s=0.0)
     progress.heartbeat()
     assert lines and "0/10 units" in lines[-1] and "ETA unknown" in lines[-1]
+
+
+def test_the_plan_warns_when_one_unit_is_a_long_chain():
+    from types import SimpleNamespace
+
+    from amortval.tasks.config import RunConfig
+    from amortval.tasks.run_plan import describe
+    from amortval.tasks.samplers import make_sampler
+
+    def plan(n: int, **options):
+        config = RunConfig.from_options(**options)
+        sampler = make_sampler(config.sampling, n)
+        return SimpleNamespace(config=config, sampler=sampler, n_points=n, n_sampled=config.sampling.n_sampled(n),
+                               n_units=sampler.n_units(config.sampling.samples))
+
+    big = plan(36_000, samples=2)
+    line = describe(big, [range(0, big.n_units)])
+    assert "20,000 fits" in line and "--method distributional" in line, line
+    small = plan(500)
+    assert "distributional" not in describe(small, [range(0, small.n_units)])
+    blocks = plan(36_000, samples=2, method="distributional")
+    assert "distributional" not in describe(blocks, [range(0, blocks.n_units)])
