@@ -61,7 +61,7 @@ def test_a_second_writer_is_refused_naming_store_and_holder_while_a_run_writes(d
         first = subprocess.Popen(value_command(data, store), env=cli_environment, stdout=out,
                                  stderr=subprocess.STDOUT)
     try:
-        wait_for(first, log, b"batches ")  # a batch is committed: the run is writing
+        wait_for(first, log, b"sampling: ")  # a batch is committed: the run is writing
         began = time.perf_counter()
         with pytest.raises(StoreLockedError) as error:
             ValuationStore(store / "amortval.duckdb")
@@ -100,7 +100,7 @@ def test_two_runs_started_together_exactly_one_proceeds(data, cli_environment, t
                                           stderr=subprocess.STDOUT))
     codes = [p.wait(timeout=300) for p in procs]
     texts = [log.read_text() for log in logs]
-    workers = [i for i, text in enumerate(texts) if re.search(r"batches \d+/\d+", text)]
+    workers = [i for i, text in enumerate(texts) if re.search(r"sampling: \d+/\d+ units", text)]
     assert len(workers) == 1 and codes[workers[0]] == 0, (codes, [t[-2000:] for t in texts])
     winner, other = workers[0], 1 - workers[0]
     if codes[other] == 2:

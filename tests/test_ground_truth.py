@@ -149,7 +149,7 @@ def test_workers_give_bit_identical_truths(problem_path):
     serial = compute_truth(problem_path, spec, workers=1, progress=lines.append)
     parallel = compute_truth(problem_path, spec, workers=2)
     assert serial.equals(parallel)
-    assert lines and "batches 14/14" in lines[-1]  # 40 chains, 3 per batch of 30 fits
+    assert lines and "truth: 14/14 batches" in lines[-1]  # 40 chains, 3 per batch of 30 fits
 
 
 def test_stored_truth_is_computed_once(tmp_path, problem_path, monkeypatch):
