@@ -152,7 +152,8 @@ class Stack:
             self.env.update(assignment.split("=", 1) for assignment in argv[1:])
             return ""
         assert tuple(argv[:3]) not in LONG_RUNNING, command
-        log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{argv[1]}.log"
+        name = "-".join(Path(arg).name for arg in argv[:2])  # `cp a/b c/`: no folders in the log's name
+        log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{name}.log"
         started = time.time()
         with log.open("w") as out:
             done = subprocess.run(argv, cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT,
