@@ -35,6 +35,10 @@ def run(config, *, amortize_only: bool = False) -> dict:
     from amortval.tasks.prepare import load_inputs, store_paths
 
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
+    if config.dask_address and not amortize_only:  # before the demo or the problem file is written
+        from amortval.flows.runners import check_cluster
+
+        check_cluster(config.dask_address)
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)
     for warning in inputs.data.warnings:
         print(f"amortval: warning: {warning}", file=sys.stderr)

@@ -45,5 +45,11 @@ class RunInProgressError(AmortvalError, RuntimeError):
     """
 
 
+class ClusterError(AmortvalError, RuntimeError):
+    """The Dask cluster named by ``--dask-address`` cannot run the batches: its scheduler
+    does not answer, no worker joined it, or a worker cannot read the store's problem file
+    (the message names the worker's host and the path). Retrying does not help."""
+
+
 class ModelNotFoundError(AmortvalError, LookupError):
     """No registered valuation network under the requested name/alias."""

@@ -28,10 +28,14 @@ def print_valuation(r: dict) -> None:
     lines = [
         f"amortval: valued {r.get('source')} in {r['seconds']:.1f} s  (run {r['run_id']})",
         f"  samples           {int(r.get('samples_stored', 0)):,} used  from {int(r.get('model_fits', 0)):,} model fits"
-        + reused + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
+        + reused + (f"  (on {r['n_sampled']:,} sampled of {r['n_points']:,} rows; the network values all)"
+                    if r.get("n_sampled", 0) < r.get("n_points", 0) else "") + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
+    if r.get("worker_peak_rss_mb"):
+        lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "
+                     f"({len(r['worker_peak_rss_mb'])} workers)")
     if r.get("mislabeled_auroc_network") is not None:
         lines.append(f"  mislabeled AUROC  reported {_fmt(r.get('mislabeled_auroc_combined'), '.3f')}"
                      f", network {_fmt(r['mislabeled_auroc_network'], '.3f')}"

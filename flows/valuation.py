@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import wait
 from prefect.runtime import flow_run
 
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
-from amortval.flows.runners import batch_runner
+from amortval.flows.runners import batch_runner, batch_slots, check_cluster, worker_peak_rss_mb
 from amortval.tasks.config import RunConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch
 from amortval.tasks.paths import check_run_paths
 from amortval.tasks.prepare import load_inputs
-from amortval.tasks.progress import BatchProgress
+from amortval.tasks.batch_sizes import BatchSizer
+from amortval.tasks.progress import Progress
 from amortval.tasks.record import amortize_run, record, stored_summary
 from amortval.tasks.report import export_values
 from amortval.tasks.run_plan import RunPlan, begin, describe, pending, plan_run
@@ -47,32 +49,44 @@ amortize_task = task(amortize_run, name="amortize", cache_policy=NO_CACHE)
 record_task = task(record, name="record", cache_policy=NO_CACHE)
 
 
-def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> int:
-    """Submit the pending unit ranges; commit each batch as soon as it finishes. Returns fits."""
+def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> tuple[int, list[float] | None]:
+    """Submit the pending unit ranges in batches sized by work; commit each batch as soon as
+    it finishes. Returns the fits and the Dask workers' peak RSS in MB (None on threads)."""
     logger, config = get_run_logger(), plan.config
     logger.info(describe(plan, todo))
     if not todo:
-        return 0
-    progress = BatchProgress(total=len(todo), log=logger.info)
+        return 0, None
+    batches = BatchSizer(todo)
+    progress = Progress("sampling", plan.n_units, unit="units", already_done=plan.n_units - sum(map(len, todo)),
+                        log=logger.info)
     workers = config.workers or os.cpu_count() or 1
-    queue = iter(todo)
-    with batch_runner(config.runner, workers) as pool:
+    with batch_runner(config.runner, workers, config.dask_address) as pool:
+        workers = batch_slots(pool, workers)
+
         def submit() -> set:
-            units = next(queue, None)
+            units = batches.next()
             return set() if units is None else {pool.submit(evaluate_batch_task, {"spec": BatchSpec(
                 plan.sampling_id, units.start, units.stop, str(plan.problem_path), config.utility, config.sampling)})}
 
         # A bounded window of batches in flight: memory stays flat however large the budget.
-        in_flight = set().union(*(submit() for _ in range(2 * workers + 2)))
+        in_flight = set().union(*(submit() for _ in range(2 * workers)))
         while in_flight:
-            future = next(as_completed(in_flight))
-            in_flight.remove(future)
-            result = future.result()
-            db.commit_batch(plan.sampling_id, result.start, result.stop, result.samples, n_fits=result.n_fits,
-                            n_fallbacks=result.n_fallbacks, seconds=result.seconds, run_id=plan.run_id)
-            progress.update(len(result.samples), result.n_fits, result.n_fallbacks)
-            in_flight |= submit()
-    return progress.fits
+            finished, _ = wait(in_flight, timeout=progress.every_s)
+            if not finished:
+                progress.heartbeat()
+                continue
+            for future in finished:
+                in_flight.remove(future)
+                result = future.result()
+                db.commit_batch(plan.sampling_id, result.start, result.stop, result.samples, n_fits=result.n_fits,
+                                n_fallbacks=result.n_fallbacks, seconds=result.seconds, run_id=plan.run_id)
+                batches.observe(result.stop - result.start, result.seconds)
+                progress.update(result.stop - result.start, samples=len(result.samples), fits=result.n_fits,
+                                fallback_fits=result.n_fallbacks)
+                in_flight |= submit()
+        worker_rss = worker_peak_rss_mb(pool)
+    progress.close()
+    return progress.counts.get("fits", 0), worker_rss
 
 
 @flow(name="value-dataset")
@@ -88,21 +102,36 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
     inputs = load_inputs(config.inputs, seed=config.sampling.seed, store=config.store)
     plan = plan_run(config, inputs)
+    if not amortize_only:
+        check_cluster(config.dask_address, plan.problem_path)
     logger = get_run_logger()
     with ValuationStore(plan.paths["duckdb"]) as db:
-        summary = None
+        summary, worker_rss = None, None
         if begin(db, plan, inputs) == "completed":
             summary = stored_summary(db, plan, logger.info)
         if summary is None:
-            new_fits = run_batches(db, plan, pending(db, plan, stored_only=amortize_only))
-            result = amortize_task(db, plan, inputs, progress=_epoch_logger(logger))
+            new_fits, worker_rss = run_batches(db, plan, pending(db, plan, stored_only=amortize_only))
+            epochs, on_epoch = _epoch_progress(logger, plan)
+            result = amortize_task(db, plan, inputs, progress=on_epoch)
+            epochs.close()
             summary = record_task(db, plan, inputs, result, started_at=started, new_fits=new_fits)
     export_values(summary["values_path"], config.out)
     return {**summary, "source": inputs.source, "out": config.out, "flow_run_id": str(flow_run.id),
-            "seconds": time.time() - started, "warnings": list(inputs.data.warnings)}
+            "seconds": time.time() - started, "warnings": list(inputs.data.warnings),
+            "worker_peak_rss_mb": worker_rss}
 
 
-def _epoch_logger(logger):
-    """Per-epoch lines at debug level only (``--verbose``): 5 folds x 11 epochs bury the progress."""
-    return lambda h: logger.debug("amortization fold %(fold)d epoch %(epoch)d: train MSE %(train_mse).3g, "
-                                  "held-out MSE %(heldout_mse).3g", h)
+def _epoch_progress(logger, plan: RunPlan) -> tuple[Progress, Callable[[dict], None]]:
+    """Amortization progress (folds x regression epochs) and its per-epoch callback; the
+    per-epoch lines go to debug level only (``--verbose``): 5 folds x 11 epochs would bury
+    the progress. With fewer draws than folds, each draw is a fold (tasks/amortize.py)."""
+    amortization, samples = plan.config.amortization, plan.config.sampling.samples
+    folds = min(amortization.folds, samples) if samples >= 2 else amortization.folds
+    progress = Progress("amortization", folds * (amortization.epochs + 1), unit="epochs", log=logger.info, steps=4)
+
+    def epoch(h: dict) -> None:
+        logger.debug("amortization fold %(fold)d epoch %(epoch)d: train MSE %(train_mse).3g, "
+                     "held-out MSE %(heldout_mse).3g", h)
+        progress.update(1)
+
+    return progress, epoch

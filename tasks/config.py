@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
@@ -35,6 +36,7 @@ LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf", "distributional")
 SAMPLERS = ("permutation", "independent", "msr", "distributional")
 RUNNERS = ("threads", "dask")
+DASK_ADDRESS = re.compile(r"tcp://(?P<host>[^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
 
 # Shapley: one permutation chain gives every point a sample for one fit each.
 # Beta: permutation samples would need importance weights up to ~n*p(0) (variance ~8x
@@ -52,6 +54,10 @@ COMPATIBLE = {
 }
 MAX_SEED = 2**63 - 1  # stored as a 64-bit integer; SeedSequence takes any size
 MAX_SAMPLES = 100_000  # per point; a larger budget is a typo, not a plan
+# --points' default: every row of a table up to this size, a seeded subset this large of a
+# larger one. The network pools samples across similar points, so 10,000 sampled rows
+# teach it what a million would, at a hundredth of the fits (DESIGN.md, "Amortization at scale").
+AUTO_POINTS = 10_000
 
 
 class _Part(BaseModel):
@@ -92,6 +98,11 @@ class SamplingConfig(_Part):
     min_size: int = Field(0, ge=0, description="distributional: smallest coalition |S|; 0 is Ghorbani et al.'s definition, |S| uniform on 0..max_size-1")
     max_size: int = Field(1000, ge=1, description="distributional: coalitions have |S| < max_size, clipped to the training set; 1,000 keeps every fit about 1,000 rows whatever n (the paper's CIFAR-10 scale); at or above n it is Data Shapley")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="run seed: every random draw derives from it through named streams")
+    points: float | None = Field(
+        None, gt=0.0, allow_inf_nan=False,
+        description=f"rows that get Monte Carlo samples: a count above 1 (e.g. 5000) or a fraction up to 1 (e.g. 0.1), "
+                    f"a seeded subset; the network values every row (default: all rows up to {AUTO_POINTS:,}, "
+                    f"a seeded {AUTO_POINTS:,} of a larger table)")
     samples: int = Field(50, ge=1, le=MAX_SAMPLES, description="Monte Carlo samples per point (the budget; a larger one extends a stored run)")
     batch_fits: int = Field(2000, ge=1, description="model fits per Prefect task (changes no result)")
 
@@ -112,18 +123,37 @@ class SamplingConfig(_Part):
             raise ValueError(f"must be above --min-size (got {max_size} <= {min_size})")
         return max_size
 
+    @field_validator("points")
+    @classmethod
+    def _check_points(cls, points: float | None) -> float | None:
+        if points is not None and points > 1 and points != int(points):
+            raise ValueError("a count above 1 must be a whole number of rows; a fraction is at most 1")
+        return points
+
+    def n_sampled(self, n: int) -> int:
+        """How many of the n training rows get samples (``--points``, resolved)."""
+        if self.points is None:
+            return min(n, AUTO_POINTS)
+        if self.points <= 1:
+            return max(1, min(n, round(self.points * n)))
+        return min(n, int(self.points))
+
     @property
     def sampler_name(self) -> str:
         """The sampler used: the one given, else the method's default."""
         return self.sampler or DEFAULT_SAMPLER[self.method]
 
-    def identity(self) -> dict:
+    def identity(self, n: int | None = None) -> dict:
         """What changes the draws: not the budget, not the batch size, not the parameters of
-        another method (the sizes as given: they are clipped to n only at run time)."""
+        another method (the sizes as given: they are clipped to n only at run time). With
+        the table's size n, the number of sampled rows when it is a strict subset (the rows
+        themselves follow from it and the seed); sampling every row adds nothing, so runs
+        stored before ``--points`` existed keep their identity."""
         params = {"beta": {"alpha": self.alpha, "beta": self.beta},
                   "distributional": {"min_size": self.min_size, "max_size": self.max_size}}
+        subset = {} if n is None or self.n_sampled(n) >= n else {"points": self.n_sampled(n)}
         return {"method": self.method, "sampler": self.sampler_name, "seed": self.seed,
-                **params.get(self.method, {})}
+                **params.get(self.method, {}), **subset}
 
 
 class AmortizationConfig(_Part):
@@ -150,6 +180,28 @@ class RunConfig(_Part):
     model_name: str | None = Field(None, description="MLflow registered model (default: amortval-<data file stem>)")
     workers: int | None = Field(None, ge=1, description="batches evaluated at once, one thread per fit (default: the CPU count)")
     runner: Literal[RUNNERS] = Field("threads", description="where batches run: threads in this process, or a local Dask cluster of worker processes; same results either way")
+    dask_address: str | None = Field(None, description="run the batches on the existing Dask cluster whose scheduler is at tcp://HOST:PORT (implies --runner dask; its worker threads replace --workers; every worker must read --store at the same path, see Running on a Dask cluster)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_means_dask(cls, raw: Any) -> Any:
+        """An address implies the Dask runner; ``runner="threads"`` given with one is refused below."""
+        if isinstance(raw, dict) and raw.get("dask_address") is not None and "runner" not in raw:
+            return {**raw, "runner": "dask"}
+        return raw
+
+    @field_validator("dask_address")
+    @classmethod
+    def _check_address(cls, address: str | None, info: ValidationInfo) -> str | None:
+        if address is None:
+            return None
+        match = DASK_ADDRESS.fullmatch(address)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError("must be tcp://HOST:PORT, the address `dask scheduler` prints")
+        if info.data.get("runner") == "threads":
+            raise ValueError("runs the batches on that Dask cluster; it cannot go with --runner threads "
+                             "(drop --runner)")
+        return address
 
     @field_validator("store")
     @classmethod
@@ -202,20 +254,21 @@ class RunConfig(_Part):
         return flat
 
     # -- identities -------------------------------------------------------------------
-    def sampling_identity(self, dataset_id: str) -> dict:
-        return {"dataset": dataset_id, "utility": self.utility.identity(), "sampling": self.sampling.identity()}
+    def sampling_identity(self, dataset_id: str, n: int | None = None) -> dict:
+        """``n``: the training rows, which resolve ``--points`` (see ``SamplingConfig.identity``)."""
+        return {"dataset": dataset_id, "utility": self.utility.identity(), "sampling": self.sampling.identity(n)}
 
-    def sampling_id(self, dataset_id: str) -> str:
+    def sampling_id(self, dataset_id: str, n: int | None = None) -> str:
         """Keys samples and batches (see the module docstring)."""
-        return f"{self.sampling.method}-{self.utility.learner}-{_digest(self.sampling_identity(dataset_id))}"
+        return f"{self.sampling.method}-{self.utility.learner}-{_digest(self.sampling_identity(dataset_id, n))}"
 
-    def run_identity(self, dataset_id: str) -> dict:
-        return {"sampling": self.sampling_id(dataset_id), "samples": self.sampling.samples,
+    def run_identity(self, dataset_id: str, n: int | None = None) -> dict:
+        return {"sampling": self.sampling_id(dataset_id, n), "samples": self.sampling.samples,
                 "amortization": self.amortization.model_dump()}
 
-    def run_id(self, dataset_id: str) -> str:
+    def run_id(self, dataset_id: str, n: int | None = None) -> str:
         """Keys estimates, networks and MLflow runs: sampling identity + budget + network."""
-        return f"{self.sampling_id(dataset_id)}-m{self.sampling.samples}-{_digest(self.run_identity(dataset_id))[:6]}"
+        return f"{self.sampling_id(dataset_id, n)}-m{self.sampling.samples}-{_digest(self.run_identity(dataset_id, n))[:6]}"
 
 
 PARTS = ("inputs", "utility", "sampling", "amortization")

@@ -50,7 +50,7 @@ from amortval.models.utility import LEARNER_NAMES, Utility
 from amortval.tasks.config import DEFAULT_SAMPLER, SamplingConfig
 from amortval.tasks.marginals import cached_utility
 from amortval.tasks.metrics import nmse, pearson
-from amortval.tasks.progress import BatchProgress
+from amortval.tasks.progress import Progress
 from amortval.tasks.runtime import pin_threads
 from amortval.tasks.samplers import Sampler, make_sampler, plan_segments
 from amortval.tasks.samplers.independent import IndependentSampler
@@ -178,7 +178,7 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int,
     problem = load_problem(str(problem_path))
     spec = spec.resolved(problem.n)
     segments = plan_segments(truth_sampler(spec, problem.n), spec.samples, spec.batch_fits)
-    tracker = BatchProgress(total=len(segments), log=progress) if progress else None
+    tracker = Progress("truth", len(segments), unit="batches", log=progress, bar=False) if progress else None
     if workers == 1:
         utility = cached_utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
         results = (truth_batch(utility, spec, units) for units in segments)
@@ -196,13 +196,13 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int,
     return frame, stats
 
 
-def _collect(results: Iterable[TruthRows], tracker: BatchProgress | None) -> list[TruthRows]:
+def _collect(results: Iterable[TruthRows], tracker: Progress | None) -> list[TruthRows]:
     """Batch results in batch order (the order sums are taken in: bit-identical results)."""
     parts = []
     for part in results:
         parts.append(part)
         if tracker is not None:
-            tracker.update(len(part.point), part.n_fits, part.n_fallbacks)
+            tracker.update(1, samples=len(part.point), fits=part.n_fits, fallback_fits=part.n_fallbacks)
     return parts
 
 

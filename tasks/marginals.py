@@ -3,18 +3,21 @@
 A task receives a small spec (sampling id, unit range, path of the encoded problem, the
 utility and sampling settings) rather than arrays, loads the problem once per process,
 and returns sample rows for the flow process to commit: workers never touch the store,
-so DuckDB keeps a single writer.
+so DuckDB keeps a single writer. On a Dask cluster each worker process reads the problem
+file once, by path, from the store folder it must share with the flow.
 """
 
 from __future__ import annotations
 
 import functools
+import socket
 import time
 from dataclasses import dataclass
 
 import polars as pl
 
-from amortval.data.problem import load_problem
+from amortval.data.problem import Problem, load_problem
+from amortval.errors import ClusterError
 from amortval.models.utility import Utility, make_utility
 from amortval.tasks.config import SamplingConfig, UtilityConfig
 from amortval.tasks.runtime import pin_threads
@@ -48,11 +51,41 @@ def learner_seed(seed: int) -> int:
     return int_seed(seed, "learner") % 2**31
 
 
+def worker_problem(problem_path: str) -> Problem:
+    """The encoded problem as this process sees it; ``ClusterError`` naming the host and the
+    path if it cannot read the file.
+
+    Workers read the problem from the store folder by path, so on a Dask cluster every
+    worker must see that folder at the same path (a shared filesystem). A worker that does
+    not is a setup error, not a transient failure: no retry can make the file appear.
+    """
+    try:
+        return load_problem(problem_path)
+    except OSError as error:
+        raise _unreadable(problem_path, error) from None
+
+
+def check_problem_readable(problem_path: str) -> None:
+    """``worker_problem``'s check without the load: the flow asks every worker before any batch."""
+    try:
+        with open(problem_path, "rb") as file:
+            file.read(1)
+    except OSError as error:
+        raise _unreadable(problem_path, error) from None
+
+
+def _unreadable(problem_path: str, error: OSError) -> ClusterError:
+    return ClusterError(
+        f"worker on host {socket.gethostname()} cannot read the problem file {problem_path} "
+        f"({error.strerror or type(error).__name__}); every Dask worker must see the --store folder "
+        "at the same path as the flow (a shared filesystem)")
+
+
 @functools.lru_cache(maxsize=8)
 def cached_utility(problem_path: str, learner: str, seed: int, knn_k: int) -> Utility:
     """One utility per process and problem: learners precompute tensors/DMatrices once.
     ``seed`` is the run seed."""
-    return make_utility(learner, load_problem(problem_path), learner_seed(seed), knn_k=knn_k)
+    return make_utility(learner, worker_problem(problem_path), learner_seed(seed), knn_k=knn_k)
 
 
 def evaluate_batch(spec: BatchSpec) -> BatchResult:

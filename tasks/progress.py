@@ -1,35 +1,123 @@
-"""Progress of a long valuation: done/total, rate, ETA, logged at ~5% steps."""
+"""Progress of long work: Monte Carlo units and amortization epochs, with rate and ETA.
+
+One class for both. On a terminal it draws a rich progress bar (done/planned, rate,
+elapsed, ETA) on stderr; everywhere it also sends milestone lines to ``log`` (a Prefect
+logger in the flow, ``print`` in benchmarks), at 10% steps and at least every
+``every_s`` seconds, so a deployment's log and a piped terminal show progress within the
+first minute too. While a bar is drawn the milestone lines go to ``log`` only at the
+end, so they do not tear through it.
+
+The ETA extrapolates the work done so far (units, which cost about the same each) over
+the elapsed time since this process started on it: work stored by an earlier run is
+counted as done but not in the rate.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Callable
 
+# AMORTVAL_PROGRESS=off: no bar even on a terminal (lines only); =bar: a bar even when
+# stderr is not a terminal (for recording a demo).
+_SETTING = "AMORTVAL_PROGRESS"
 
-class BatchProgress:
-    def __init__(self, total: int, already_done: int = 0, log: Callable[..., None] = print, steps: int = 20):
-        self.total = total
-        self.done = already_done
-        self.start_done = already_done
-        self.samples = 0
-        self.fits = 0
-        self.fallbacks = 0
-        self.log = log
-        self.every = max(1, total // steps)
-        self.started = time.perf_counter()
 
-    def update(self, samples: int, fits: int, fallbacks: int) -> None:
-        self.done += 1
-        self.samples += samples
-        self.fits += fits
-        self.fallbacks += fallbacks
-        if self.done % self.every and self.done != self.total:
-            return
-        elapsed = time.perf_counter() - self.started
-        rate = (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        self.log(
-            f"batches {self.done}/{self.total} ({self.done / self.total:.0%}): "
-            f"{self.samples:,} samples, {self.fits:,} fits ({self.fits / max(elapsed, 1e-9):,.0f}/s), "
-            f"{self.fallbacks:,} of them fallback fits (degenerate subsets); elapsed {elapsed:.1f} s, ETA {eta:.1f} s"
-        )
+def bar_wanted() -> bool:
+    setting = os.environ.get(_SETTING, "").lower()
+    if setting in ("off", "0", "no", "false"):
+        return False
+    return setting == "bar" or sys.stderr.isatty()
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress:
+    """done/total of ``what`` (e.g. "sampling", in Monte Carlo "units")."""
+
+    def __init__(self, what: str, total: int, *, unit: str, already_done: int = 0,
+                 log: Callable[[str], None] = print, steps: int = 10, every_s: float = 30.0,
+                 bar: bool | None = None):
+        self.what, self.unit, self.total, self.log = what, unit, max(int(total), 0), log
+        self.done = self.start_done = int(already_done)
+        self.counts: dict[str, int] = {}
+        self.step = max(1, self.total // steps)
+        self.every_s = every_s
+        self.started = self.last_line = time.perf_counter()
+        self.next_mark = self.done + self.step
+        self._bar = self._task = None
+        if bar if bar is not None else bar_wanted():
+            self._start_bar()
+
+    # -- updates -------------------------------------------------------------------------
+    def update(self, done: int, **counts: int) -> None:
+        """``done`` more units finished; ``counts`` (samples=, fits=, ...) add up."""
+        self.done += int(done)
+        for name, value in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + int(value)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, rate=self._rate_text())
+        now = time.perf_counter()
+        if self.done >= self.next_mark or self.done >= self.total or now - self.last_line >= self.every_s:
+            self.next_mark = (self.done // self.step + 1) * self.step
+            self._line(now)
+
+    def heartbeat(self) -> None:
+        """Called while waiting: a line if nothing was said for ``every_s`` seconds."""
+        now = time.perf_counter()
+        if now - self.last_line >= self.every_s:
+            self._line(now)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self.log(self.line())
+
+    # -- text ----------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def eta(self) -> float:
+        new = self.done - self.start_done
+        if new <= 0:
+            return float("nan")
+        return (self.total - self.done) * self.elapsed() / new
+
+    def line(self) -> str:
+        counts = ", ".join(f"{value:,} {name.replace('_', ' ')}" for name, value in self.counts.items())
+        rate = self._rate_text()
+        return (f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({self.done / max(self.total, 1):.0%})"
+                + (f": {counts}" if counts else "") + (f" ({rate})" if rate else "")
+                + f"; elapsed {_duration(self.elapsed())}, ETA {_duration(self.eta())}")
+
+    def _rate_text(self) -> str:
+        fits = self.counts.get("fits")
+        elapsed = self.elapsed()
+        return f"{fits / elapsed:,.0f} fits/s" if fits and elapsed > 0 else ""
+
+    def _line(self, now: float) -> None:
+        self.last_line = now
+        if self._bar is None:
+            self.log(self.line())
+
+    def _start_bar(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Bar(TextColumn(f"{self.what}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self._task = self._bar.add_task(self.what, total=self.total, completed=self.done, rate="")
+        self._bar.start()

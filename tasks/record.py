@@ -19,6 +19,7 @@ from amortval.tasks import report, tracking
 from amortval.tasks.amortize import AmortizationResult, amortize
 from amortval.tasks.prepare import Inputs
 from amortval.tasks.run_plan import RunPlan
+from amortval.tasks.runtime import peak_rss_mb
 
 
 def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
@@ -42,7 +43,7 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
     db.write_estimates(run_id, "combined", pl.DataFrame({"point": range(problem.n), "value": result.values}))
     model = ValuationModel(inputs.encoder, result.net, result.target_scale)
     valid_values = model.predict(inputs.model_columns(data.valid)) if data.valid_rows is not None else None
-    table = report.values_table(data, db.estimates(run_id), valid_values)
+    table = report.values_table(data, db.estimates(run_id), valid_values, plan.sampled_mask())
     report.write_parquet(table, plan.values_path)
     quality, quality_figures = report.quality_report(inputs, config, table)
     metrics = {
@@ -53,6 +54,7 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
         "fallback_fits": float(db.fallback_count(plan.sampling_id, below_unit=plan.n_units)),
         **report.status_metrics(db.status_counts(plan.sampling_id, below_draw=budget)),
         "seconds_total": time.time() - started_at,
+        "peak_rss_mb": peak_rss_mb(),  # the flow process: samples, network and tables all pass through it
     }
     db.log_metrics(run_id, metrics)
     uri = tracking.tracking_uri(plan.paths["root"])
@@ -129,5 +131,6 @@ def summary(db: ValuationStore, plan: RunPlan) -> dict:
         "store": str(plan.paths["root"]), "duckdb": str(plan.paths["duckdb"]), "values_path": str(plan.values_path),
         "mlflow_uri": tracking.tracking_uri(plan.paths["root"]), "mlflow_run_id": stored.get("mlflow_run_id"),
         "model_name": stored.get("model_name"), "model_version": stored.get("model_version"),
-        "experiment": plan.experiment, **db.metrics(plan.run_id),
+        "experiment": plan.experiment, "n_points": plan.n_points, "n_sampled": plan.n_sampled,
+        **db.metrics(plan.run_id),
     }

@@ -4,9 +4,11 @@ One row per input row, in input order: the row index in the --data file, whether
 row was valued ("train") or used to measure the utility ("valid"), the Monte Carlo
 estimate with its standard error and sample count, the network's (amortized) value, and
 ``value``: the reported value, the network and Monte Carlo combined by their variances
-(tasks/amortize.py). Validation rows split off the input have no Monte Carlo estimate
-(they were never valued): the network scores them like any unseen point, and that is
-their ``value``.
+(tasks/amortize.py). ``sampled`` says whether the row got Monte Carlo samples: with
+``--points`` only a seeded subset of the training rows does, and the others (like the
+validation rows split off the input, which were never valued) have no Monte Carlo
+estimate: the network scores them like any unseen point, and that is their ``value``.
+Comparisons with the Monte Carlo estimates use the sampled rows only.
 """
 
 from __future__ import annotations
@@ -34,17 +36,21 @@ def values_table(
     data: TabularData,
     estimates: pl.DataFrame,
     amortized_valid: np.ndarray | None,
+    sampled: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """One row per input row of --data, in input order (see the module docstring)."""
+    """One row per input row of --data, in input order (see the module docstring).
+    ``sampled``: which training points got samples (None: all of them)."""
     est = estimates.sort("point")
+    n_train = data.train.height
     train = pl.DataFrame(
         {
             "row": np.asarray(data.train_rows, dtype=np.int64),
-            "split": ["train"] * data.train.height,
+            "split": ["train"] * n_train,
             "label": [str(v) for v in data.train[data.target].to_list()],
-            "mc_value": est["mc_value"].to_numpy(),
-            "mc_stderr": est["mc_stderr"].to_numpy(),
-            "mc_count": est["mc_count"].cast(pl.Int64).to_numpy(),
+            "sampled": np.ones(n_train, dtype=bool) if sampled is None else np.asarray(sampled, dtype=bool),
+            "mc_value": est["mc_value"],  # null, not NaN, where a row has no samples
+            "mc_stderr": est["mc_stderr"],
+            "mc_count": est["mc_count"].fill_null(0).cast(pl.Int64),
             "amortized_value": est["amortized_value"].to_numpy(),
             "value": est["combined_value"].to_numpy(),
         }
@@ -59,6 +65,7 @@ def values_table(
             "row": np.asarray(data.valid_rows, dtype=np.int64),
             "split": ["valid"] * n_valid,
             "label": [str(v) for v in data.valid[data.target].to_list()],
+            "sampled": np.zeros(n_valid, dtype=bool),
             "mc_value": pl.Series([None] * n_valid, dtype=pl.Float64),
             "mc_stderr": pl.Series([None] * n_valid, dtype=pl.Float64),
             "mc_count": pl.Series([0] * n_valid, dtype=pl.Int64),
@@ -81,6 +88,7 @@ def run_params(plan, inputs: Inputs) -> dict:
         "valid": inputs.valid_source or f"split of data ({len(problem.y_valid)} rows)",
         "target": inputs.data.target,
         "n_points": problem.n,
+        "n_sampled": plan.n_sampled,
         "n_valid": len(problem.y_valid),
         "n_features": problem.n_features,
         "n_classes": problem.n_classes,
@@ -112,11 +120,14 @@ def run_figures(table: pl.DataFrame, result: AmortizationResult) -> dict[str, Fi
     """Values per class, network vs Monte Carlo, and the training curve."""
     train = table.filter(pl.col("split") == "train")
     flags = train["mislabeled"].to_numpy() if "mislabeled" in train.columns else None
-    amortized = train["amortized_value"].to_numpy()
+    sampled = train.filter(pl.col("sampled"))
+    sampled_flags = sampled["mislabeled"].to_numpy() if flags is not None else None
     return {
-        "value_distribution": plots.value_distribution_figure(amortized, train["label"].to_list(), flags),
+        "value_distribution": plots.value_distribution_figure(train["amortized_value"].to_numpy(),
+                                                              train["label"].to_list(), flags),
         "network_vs_monte_carlo": plots.network_vs_monte_carlo_figure(
-            train["mc_value"].to_numpy(), train["mc_stderr"].to_numpy(), amortized, flags
+            sampled["mc_value"].to_numpy(), sampled["mc_stderr"].to_numpy(), sampled["amortized_value"].to_numpy(),
+            sampled_flags
         ),
         "training_curve": plots.training_curve_figure(result.history, result.best_epoch),
     }
@@ -125,12 +136,14 @@ def run_figures(table: pl.DataFrame, result: AmortizationResult) -> dict[str, Fi
 def summary_metrics(table: pl.DataFrame) -> dict[str, float]:
     """Agreement of network and Monte Carlo; label-error detection when flips are known."""
     train = table.filter(pl.col("split") == "train")
-    mc, net = train["mc_value"].to_numpy(), train["amortized_value"].to_numpy()
-    combined = train["value"].to_numpy()
-    out = {"pearson_network_vs_monte_carlo": pearson(mc, net)}
+    sampled = train.filter(pl.col("sampled"))
+    out = {"pearson_network_vs_monte_carlo": pearson(sampled["mc_value"].to_numpy(),
+                                                     sampled["amortized_value"].to_numpy())}
     if "mislabeled" in train.columns:
-        flags = train["mislabeled"].to_numpy()
-        for name, values in (("network", net), ("monte_carlo", mc), ("combined", combined)):
+        # Monte Carlo values exist on the sampled rows only; the network's on every row
+        for name, column, rows in (("network", "amortized_value", train), ("monte_carlo", "mc_value", sampled),
+                                   ("combined", "value", train)):
+            values, flags = rows[column].to_numpy(), rows["mislabeled"].to_numpy()
             out[f"mislabeled_auroc_{name}"] = mislabeled_auroc(values, flags)
             out[f"mislabeled_auprc_{name}"] = mislabeled_auprc(values, flags)
     return out
@@ -154,8 +167,9 @@ def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tu
     problem, metrics, figures = inputs.problem, {}, {}
     points = pl.DataFrame({"row": np.asarray(inputs.data.train_rows, dtype=np.int64), "point": np.arange(problem.n)})
     train = points.join(table.filter(pl.col("split") == "train"), on="row").sort("point")
-    estimators = {"reported": train["value"].to_numpy(), "network": train["amortized_value"].to_numpy(),
-                  "monte_carlo": train["mc_value"].to_numpy()}
+    estimators = {"reported": train["value"].to_numpy(), "network": train["amortized_value"].to_numpy()}
+    if train["sampled"].all():  # per-row Monte Carlo values exist only when every row was sampled
+        estimators["monte_carlo"] = train["mc_value"].to_numpy()
     if "mislabeled" in train.columns:
         learner, seed, knn_k = config.utility.learner, learner_seed(config.sampling.seed), config.utility.knn_k
         curves = {name: removal_curves(problem, learner, values, REMOVAL_FRACTIONS, seed=seed, knn_k=knn_k)

@@ -11,11 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from amortval.data.store import ValuationStore
 from amortval.errors import ConfigError
 from amortval.tasks.config import RunConfig
 from amortval.tasks.prepare import Inputs, default_model_name, store_paths
-from amortval.tasks.samplers import Sampler, make_sampler, plan_segments
+from amortval.tasks.samplers import Sampler, make_sampler, plan_segments, sampled_points
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class RunPlan:
     paths: dict[str, Path]
     problem_path: Path
     n_points: int
+    n_sampled: int  # rows that get Monte Carlo samples (--points); the network values all n_points
     n_units: int  # Monte Carlo units of the budget: units [0, n_units) are the run's samples
     sampler: Sampler
     experiment: str  # one MLflow experiment per dataset (``amortval-<stem>``), whatever the model name
@@ -35,6 +38,13 @@ class RunPlan:
     @property
     def values_path(self) -> Path:
         return self.paths["values"] / f"{self.run_id}.parquet"
+
+    def sampled_mask(self) -> np.ndarray:
+        """Which training points get samples (all of them unless ``--points`` says fewer)."""
+        rows = sampled_points(self.config.sampling.seed, self.n_points, self.n_sampled)
+        mask = np.zeros(self.n_points, dtype=bool)
+        mask[slice(None) if rows is None else rows] = True
+        return mask
 
 
 # Bytes per Monte Carlo sample while amortizing (point, draw, value and fold arrays plus
@@ -58,15 +68,17 @@ def check_size(n_points: int, samples: int) -> None:
 
 def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
     """Identities and files of the run; writes the encoded problem for the workers."""
-    check_size(inputs.problem.n, config.sampling.samples)
+    n = inputs.problem.n
+    n_sampled = config.sampling.n_sampled(n)
+    check_size(n_sampled, config.sampling.samples)
     paths = store_paths(config.store)
     dataset_id = inputs.dataset_id
     problem_path = inputs.problem.save(paths["problems"] / f"{dataset_id}.npz")
-    sampler = make_sampler(config.sampling, inputs.problem.n)
+    sampler = make_sampler(config.sampling, n)
     return RunPlan(
-        config=config, dataset_id=dataset_id, sampling_id=config.sampling_id(dataset_id),
-        run_id=config.run_id(dataset_id), model_name=config.model_name or default_model_name(inputs.dataset_name),
-        paths=paths, problem_path=problem_path, n_points=inputs.problem.n,
+        config=config, dataset_id=dataset_id, sampling_id=config.sampling_id(dataset_id, n),
+        run_id=config.run_id(dataset_id, n), model_name=config.model_name or default_model_name(inputs.dataset_name),
+        paths=paths, problem_path=problem_path, n_points=n, n_sampled=n_sampled,
         n_units=sampler.n_units(config.sampling.samples), sampler=sampler,
         experiment=default_model_name(inputs.dataset_name),
     )
@@ -86,7 +98,7 @@ def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
     db.register_dataset(plan.dataset_id, inputs.dataset_name, inputs.source, inputs.problem.n,
                         inputs.problem.n_features, inputs.schema)
     config = plan.config
-    sampling = {**config.sampling_identity(plan.dataset_id), "n_points": plan.n_points}
+    sampling = {**config.sampling_identity(plan.dataset_id, plan.n_points), "n_points": plan.n_points}
     return db.begin_run(plan.run_id, plan.sampling_id, plan.dataset_id, config.model_dump(mode="json"),
                         config.sampling.samples, sampling, plan.n_points)
 
@@ -95,9 +107,22 @@ def describe(plan: RunPlan, todo: list[range]) -> str:
     """The plan in a line: samples, model fits in all and still to compute."""
     per_unit = plan.sampler.fits_per_unit
     left = sum(len(r) for r in todo)
-    return (f"plan: {plan.n_points:,} points x {plan.config.sampling.samples} samples, about "
-            f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute in {len(todo):,} batches, "
+    points = f"{plan.n_points:,} points" if plan.n_sampled == plan.n_points else \
+        f"{plan.n_sampled:,} sampled of {plan.n_points:,} points (--points)"
+    line = (f"plan: {points} x {plan.config.sampling.samples} samples, about "
+            f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute, "
             f"{(plan.n_units - left) * per_unit:,.0f} stored")
+    if left and per_unit > LARGE_UNIT_FITS:
+        # a unit is indivisible (its samples are committed together): progress comes per unit
+        line += (f". One Monte Carlo unit (a {plan.sampler.__class__.__name__.removesuffix('Sampler').lower()} "
+                 f"chain) is {per_unit:,.0f} fits on coalitions of up to {plan.n_points:,} rows, so progress "
+                 "comes per chain; for tables this size --method distributional keeps every fit under "
+                 "--max-size rows and every unit under a thousand fits")
+    return line
+
+
+# Above this many fits a unit takes minutes with the slower learners: the plan says so.
+LARGE_UNIT_FITS = 5_000
 
 
 def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> list[range]:

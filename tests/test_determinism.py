@@ -54,7 +54,10 @@ def assert_identical(a: dict, b: dict) -> None:
     assert a["run_id"] == b["run_id"], "workers and runner are not part of the run id"
     assert a["stored_samples"].height == 40 * 8
     assert a["stored_samples"].equals(b["stored_samples"])
-    assert a["batch_rows"].equals(b["batch_rows"])
+    # batches are sized by measured time (tasks/batch_sizes.py), so their edges may differ;
+    # the units they cover and the fits they made may not
+    totals = lambda r: r["batch_rows"].select(pl.col("n_samples", "n_fits", "n_fallbacks").sum()).row(0)  # noqa: E731
+    assert totals(a) == totals(b)
     assert a["values"].equals(b["values"]), "Monte Carlo and amortized values, bit for bit"
     assert np.array_equal(a["new_scores"], b["new_scores"]), "registered network scores unseen points alike"
 

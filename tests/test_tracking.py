@@ -154,6 +154,20 @@ def test_pyfunc_adapter_scores_raw_pandas_rows(logged):
     assert schema.input_names() == ["x", "region", "label"]
 
 
+def test_pyfunc_refuses_bad_rows_with_an_invalid_parameter_error(logged):
+    """What a served model answers with: the scoring server puts an MlflowException's
+    message in the response body and its code decides the status (400 here)."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    with using(logged["uri"]):
+        pyfunc = mlflow.pyfunc.load_model(logged["first"].model_uri)
+    rows = logged["frame"].head(3).with_columns(pl.Series("label", ["yes", "maybe", "no"])).to_pandas()
+    with pytest.raises(MlflowException, match=r"target column 'label' .*'maybe'") as raised:
+        pyfunc.predict(rows)
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE" and raised.value.get_http_status_code() == 400
+
+
 def test_missing_alias_or_model_raises_model_not_found(logged, tmp_path):
     with pytest.raises(ModelNotFoundError, match=rf"'{NAME}' has alias 'staging'.*versions: 1 \(aliases: champion\), 2"):
         tracking.load_registered_model(logged["uri"], NAME, alias="staging")

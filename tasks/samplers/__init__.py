@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from amortval.tasks.config import SamplingConfig
-from amortval.tasks.samplers.base import SampleBatch, Sampler, unit_rng
+from amortval.tasks.samplers.base import SampleBatch, Sampler, sampled_points, unit_rng
 from amortval.tasks.samplers.distributional import DistributionalSampler
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.samplers.msr import MSRSampler
 from amortval.tasks.samplers.permutation import PermutationSampler
 from amortval.tasks.semivalues import size_distribution
 
-__all__ = ["SampleBatch", "Sampler", "unit_rng", "make_sampler", "plan_segments"]
+__all__ = ["SampleBatch", "Sampler", "unit_rng", "make_sampler", "plan_segments", "sampled_points"]
 
 
 def make_sampler(sampling: SamplingConfig, n: int) -> Sampler:
-    """The sampler the config names, for a training set of n points."""
+    """The sampler the config names, for a training set of n points, sampling the rows
+    ``--points`` resolves to (coalitions are always drawn from all n)."""
+    points = sampled_points(sampling.seed, n, sampling.n_sampled(n))
     if sampling.sampler_name == "msr":
-        return MSRSampler(n)
+        return MSRSampler(n, points)
     if sampling.sampler_name == "distributional":
-        return DistributionalSampler(n, sampling.min_size, sampling.max_size)
+        return DistributionalSampler(n, sampling.min_size, sampling.max_size, points)
     pmf = size_distribution(sampling.method, n - 1, alpha=sampling.alpha, beta=sampling.beta,
                             min_size=sampling.min_size, max_size=sampling.max_size)
     if sampling.sampler_name == "permutation":
-        return PermutationSampler(n, pmf)
-    return IndependentSampler(n, pmf)
+        return PermutationSampler(n, pmf, points)
+    return IndependentSampler(n, pmf, points)
 
 
 def plan_segments(sampler: Sampler, samples: int, batch_fits: int,

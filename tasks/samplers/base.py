@@ -54,6 +54,43 @@ class SampleBatch:
         )
 
 
+def sampled_points(seed: int, n: int, count: int) -> np.ndarray | None:
+    """The rows that get samples (``--points``): a seeded subset of ``count`` of the n rows,
+    sorted; None when every row does. A smaller count's rows are a subset of a larger one's
+    (a prefix of one permutation from the ``points`` stream)."""
+    if count >= n:
+        return None
+    return np.sort(stream(seed, "points").permutation(n)[:count])
+
+
+# Booleans of the masks built at once (as in models/utility.py's prefix chains): ~16 MB.
+MASK_BUDGET = 1 << 24
+
+
+def evaluate_prefixes(utility: Utility, orders: list[np.ndarray],
+                      lengths: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """v and status of the prefixes ``order[:k]`` for each k in ``lengths[i]`` of each
+    ``orders[i]``, concatenated: every order in one stream of mask chunks of about
+    ``MASK_BUDGET`` booleans, so short chains still fill the learner's batches and long
+    ones never hold n x n masks."""
+    n = utility.n
+    owner = np.repeat(np.arange(len(orders)), [len(k) for k in lengths])
+    flat = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    step = max(1, MASK_BUDGET // max(n, 1))
+    values, status = [], []
+    for start in range(0, len(flat), step):
+        stop = min(len(flat), start + step)
+        masks = np.zeros((stop - start, n), dtype=bool)
+        for row in range(start, stop):
+            masks[row - start, orders[owner[row]][:flat[row]]] = True
+        v, s = utility.evaluate(masks)
+        values.append(v)
+        status.append(s)
+    if not values:
+        return np.zeros(0), np.zeros(0, dtype=np.int8)
+    return np.concatenate(values), np.concatenate(status)
+
+
 def sample_status(status_without: np.ndarray, status_with: np.ndarray) -> np.ndarray:
     """A sample is degenerate if either evaluation was: report the coalition's own
     status first (it says why, e.g. 'empty'), else the status of S ∪ {i}."""

@@ -22,6 +22,12 @@ budget are a prefix of any larger one's, and every point gets exactly one sample
 draw (its ``draw`` is j). pi_j comes from the ``draw_permutations`` stream indexed by j
 (cached: consecutive units share it); the context, fillers and positions from the
 unit's own stream. Fits per sample: B (L + 1) / n, about 1 + 1/L when L divides n.
+
+Sampled points (``--points``, P of the n rows): the blocks are exactly the ones above,
+but a block evaluates only the prefixes just before and at its sampled points, and keeps
+only their samples. Each sampled point's sample is the one the full sampler gives it, so
+the estimator stays exact; a sample costs between 1 + 1/L fits (P = n) and 2 (P << n,
+where a sampled point's neighbours in the chain are rarely sampled too).
 """
 
 from __future__ import annotations
@@ -32,14 +38,10 @@ import math
 import numpy as np
 
 from amortval.models.utility import Utility
-from amortval.tasks.samplers.base import SampleBatch, sample_status, unit_rng
+from amortval.tasks.samplers.base import SampleBatch, evaluate_prefixes, sample_status, unit_rng
 from amortval.tasks.samplers.permutation import concat
 from amortval.tasks.semivalues import size_range
 from amortval.tasks.streams import stream
-
-# Booleans of the masks built at once (as in models/utility.py's prefix chains): ~16 MB.
-_MASK_BUDGET = 1 << 24
-
 
 @functools.lru_cache(maxsize=8)
 def draw_permutation(seed: int, n: int, draw: int) -> np.ndarray:
@@ -50,12 +52,18 @@ def draw_permutation(seed: int, n: int, draw: int) -> np.ndarray:
 
 
 class DistributionalSampler:
-    def __init__(self, n: int, min_size: int, max_size: int):
+    def __init__(self, n: int, min_size: int, max_size: int, points: np.ndarray | None = None):
         self.n = n
         self.lo, hi = size_range(n - 1, min_size, max_size)
         self.block = hi - self.lo + 1  # L
         self.blocks = math.ceil(n / self.block)  # B
-        self.fits_per_unit = float(self.block + 1)
+        self.sampled = None
+        if points is None:
+            self.fits_per_unit = float(self.block + 1)
+        else:  # expected prefixes per block: two per sampled point, at most L + 1
+            self.sampled = np.zeros(n, dtype=bool)
+            self.sampled[np.asarray(points)] = True
+            self.fits_per_unit = float(min(self.block + 1, 1 + 2 * self.block * len(points) / n))
 
     def n_units(self, samples: int) -> int:
         return samples * self.blocks
@@ -85,40 +93,25 @@ class DistributionalSampler:
     def run(self, utility: Utility, units: range, seed: int) -> SampleBatch:
         lo, size = self.lo, self.block
         chains = [self.chain(u, seed) for u in units]
-        values, status = self._evaluate(utility, [order for order, _ in chains])
-        parts = []
-        for k, (u, (order, keep)) in enumerate(zip(units, chains)):
-            v = values[k * (size + 1):(k + 1) * (size + 1)]
-            s = status[k * (size + 1):(k + 1) * (size + 1)]
+        if self.sampled is not None:  # keep the sampled points' positions only
+            chains = [(order, keep[self.sampled[order[lo + keep]]]) for order, keep in chains]
+        # prefixes lo + t (before the point at position t) and lo + t + 1 (with it)
+        positions = [np.union1d(keep, keep + 1) if self.sampled is not None else np.arange(size + 1)
+                     for _, keep in chains]
+        values, status = evaluate_prefixes(utility, [order for order, _ in chains], [lo + p for p in positions])
+        parts, offset = [], 0
+        for u, (order, keep), evaluated in zip(units, chains, positions):
+            v, s = values[offset:offset + len(evaluated)], status[offset:offset + len(evaluated)]
+            offset += len(evaluated)
+            before, after = np.searchsorted(evaluated, keep), np.searchsorted(evaluated, keep + 1)
             parts.append(SampleBatch(
                 point=order[lo + keep].astype(np.int32),
                 draw=np.full(len(keep), u // self.blocks, dtype=np.int32),
                 cardinality=(lo + keep).astype(np.int32),
-                delta=(v[1:] - v[:-1])[keep],
+                delta=v[after] - v[before],
                 weight=np.ones(len(keep)),
-                status=sample_status(s[:-1], s[1:])[keep],
-                n_fits=size + 1,
+                status=sample_status(s[before], s[after]),
+                n_fits=len(evaluated),
                 n_fallbacks=int(np.count_nonzero(s)),
             ))
         return concat(parts)
-
-    def _evaluate(self, utility: Utility, orders: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """v and status of the L + 1 prefixes lo..lo+L of every order, all units in one
-        stream of mask chunks (so small blocks still fill the learner's batches)."""
-        n, lo, size = self.n, self.lo, self.block
-        per_unit = size + 1
-        total = len(orders) * per_unit
-        step = max(1, _MASK_BUDGET // max(n, 1))
-        rank = np.arange(lo + size)
-        values, status = [], []
-        for start in range(0, total, step):
-            stop = min(total, start + step)
-            masks = np.zeros((stop - start, n), dtype=bool)
-            for k in range(start // per_unit, (stop - 1) // per_unit + 1):
-                first, last = max(start, k * per_unit), min(stop, (k + 1) * per_unit)
-                lengths = lo + np.arange(first - k * per_unit, last - k * per_unit)
-                masks[first - start:last - start][:, orders[k]] = rank[None, :] < lengths[:, None]
-            v, s = utility.evaluate(masks)
-            values.append(v)
-            status.append(s)
-        return np.concatenate(values), np.concatenate(status)
