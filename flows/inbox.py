@@ -42,8 +42,9 @@ def curate_inbox(
     Re-sampling: when a dataset's kept inbox rows not yet re-valued reach
     ``resample_after_rows`` (default 1,000; None never re-samples), its training file plus
     the kept rows of every inbox file scored with its model are valued again as a subflow,
-    with the stored config of the model's last own valuation: fresh Monte Carlo samples, a
-    new network version. Returns the counts (processed, rejected, skipped), each file's
+    with the stored config of the model's last own valuation and ``points`` = as many rows
+    as that valuation sampled, or as the new kept rows if more: fresh Monte Carlo samples
+    for that seeded subset, a new network version for every row. Returns the counts (processed, rejected, skipped), each file's
     outcome and the re-valuations.
     """
     pin_threads()

@@ -10,8 +10,10 @@ It is written once to ``<store>/inbox-training/<id>/<dataset name>.parquet`` and
 with the base run's stored config (only the data file, label and validation file are
 spelled out, and the model name kept), so the same registered model gets a new version
 and its ``champion`` alias moves if the quality gate passes. The grown table is another
-dataset (a new content hash), so its rows get fresh Monte Carlo samples and the network
-is trained again.
+dataset (a new content hash): a seeded subset of its rows gets fresh Monte Carlo samples
+(``points``) and the network, trained again on them, values every row. The subset has
+as many rows as the base run sampled, or as the trigger counted if those are more: it
+covers the new rows' share and keeps at least the base run's coverage.
 
 The trigger and the files whose rows it counts are recorded before the valuation starts
 (``data/inbox_store.py``): each kept row triggers at most once, and a valuation that was
@@ -98,8 +100,11 @@ def _begin(db: ValuationStore, store: str, model_name: str) -> Resampling:
     config = base_config.replace(data=str(path), target=inputs.data.target, valid=inputs.valid_source,
                                  mislabeled_column=flags, model_name=model_name)
     grown = load_inputs(config.inputs, seed=config.sampling.seed, store=store)
-    job = Resampling(resampling_id, model_name, config.run_id(grown.dataset_id), int(unclaimed["kept"].sum()),
-                     config)
+    rows = int(unclaimed["kept"].sum())
+    sampled = max(base_config.sampling.n_sampled(inputs.problem.n), rows)
+    n = grown.problem.n
+    config = config.replace(points=float(min(sampled, n)) if sampled > 1 else 1 / n)  # a count; 1 would be "all"
+    job = Resampling(resampling_id, model_name, config.run_id(grown.dataset_id, n), rows, config)
     inbox_store.begin_resampling(db, resampling_id, model_name=model_name, base_run_id=base["run_id"],
                                  run_id=job.run_id, config=config.model_dump(mode="json"), hashes=hashes,
                                  rows=job.rows)

@@ -104,7 +104,16 @@ def test_inbox_curates_each_file_once_sets_bad_ones_aside_and_resamples_at_the_t
     assert n_rows == grown.height and grown.head(40).equals(original.cast(grown.schema))
     assert _query(store, "SELECT count(*), count(resampling_id) FROM inbox_files WHERE status = 'processed'") \
         == [(2, 2)]
-    assert _query(store, "SELECT status, \"rows\" FROM inbox_resamplings") == [("completed", kept_1 + kept_2)]
+    # The trigger was recorded with the run it would start (so that run never becomes a base).
+    assert _query(store, "SELECT status, \"rows\", run_id FROM inbox_resamplings") == [
+        ("completed", kept_1 + kept_2, run_id)]
+    # Fresh samples for a seeded subset: as many rows as the base run sampled (all 40) or as
+    # the trigger counted, if more; the network values every row.
+    sampled = max(40, kept_1 + kept_2)
+    assert _query(store, "SELECT count(DISTINCT point) FROM samples s JOIN runs r USING (sampling_id) "
+                         f"WHERE r.run_id = '{run_id}'") == [(sampled,)]
+    values = pl.read_parquet(store_paths(store)["values"] / f"{run_id}.parquet")
+    assert values.height == grown.height and int(values["sampled"].sum()) == sampled < grown.height
 
     # Nothing new: everything skipped, and the rows already counted trigger nothing.
     four = curate_inbox(**options, resample_after_rows=1)
