@@ -2,8 +2,8 @@
 
 One lifecycle, in the order a scheduled deployment meets it: a good and a bad file; the
 same files again plus a renamed copy; a second good file that brings the kept rows past
-the re-sampling threshold; and a run with nothing new. Then the README's quickstart, run
-as written (slow: it values the demo first).
+the re-sampling threshold; a run with nothing new; one after a killed re-valuation. Then
+the README's quickstart, run as written (slow: it values the demo first).
 """
 
 from __future__ import annotations
@@ -119,6 +119,15 @@ def test_inbox_curates_each_file_once_sets_bad_ones_aside_and_resamples_at_the_t
     four = curate_inbox(**options, resample_after_rows=1)
     assert (four["processed"], four["rejected"], four["skipped"], four["resampled"]) == (0, 0, 3, [])
     assert _query(store, "SELECT count(*) FROM runs") == [(2,)]
+
+    # A trigger whose valuation was killed is still 'running': the next run finishes that one.
+    with duckdb.connect(str(store_paths(store)["duckdb"])) as con:
+        con.execute("UPDATE inbox_resamplings SET status = 'running', finished_at = NULL")
+    five = curate_inbox(**options, resample_after_rows=None)
+    assert [(r["resampling_id"], r["run_id"]) for r in five["resampled"]] == [
+        (resampled["resampling_id"], run_id)]
+    assert _query(store, "SELECT count(*) FROM runs") == [(2,)]
+    assert _query(store, "SELECT status FROM inbox_resamplings") == [("completed",)]
 
 
 def test_an_inbox_without_a_valued_store_fails_before_any_file(tmp_path):
