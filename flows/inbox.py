@@ -44,8 +44,8 @@ def curate_inbox(
     the kept rows of every inbox file scored with its model are valued again as a subflow,
     with the stored config of the model's last own valuation and ``points`` = as many rows
     as that valuation sampled, or as the new kept rows if more: fresh Monte Carlo samples
-    for that seeded subset, a new network version for every row. Returns the counts (processed, rejected, skipped), each file's
-    outcome and the re-valuations.
+    for that seeded subset, a new network version for every row. Returns the counts
+    (processed, rejected, skipped), each file's outcome and the re-valuations.
     """
     pin_threads()
     logger = get_run_logger()

@@ -162,4 +162,5 @@ def test_the_readme_inbox_quickstart_runs_as_written(tmp_path, cli_environment, 
     assert "missing columns 'debt_ratio'" in (tmp_path / "amortval-store/inbox/rejected/bad.csv.error.txt").read_text()
     [curated] = (tmp_path / "amortval-store/curated/inbox").glob("batch-1.*.curated.parquet")
     assert f"-> {curated}" in done.stdout
-    figures("README inbox quickstart", f"{len(readme_commands('inbox'))} commands, exit 0, {time.time() - started:.0f} s")
+    figures("README inbox quickstart",
+            f"{len(readme_commands('inbox'))} commands, exit 0, {time.time() - started:.0f} s")
