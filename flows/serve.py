@@ -32,7 +32,6 @@ def load_flow(entrypoint: str):
 
 def runner_deployments(spec: dict, names: list[str] | None = None) -> list:
     """One served deployment per ``prefect.yaml`` entry (all, or those named)."""
-    from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
     chosen = [d for d in spec["deployments"] if not names or d["name"] in names]
@@ -42,7 +41,7 @@ def runner_deployments(spec: dict, names: list[str] | None = None) -> list:
     return [
         load_flow(d["entrypoint"]).to_deployment(
             name=d["name"], description=d.get("description"), parameters=d.get("parameters") or {},
-            schedules=[Cron(s["cron"], timezone=s.get("timezone")) for s in d.get("schedules", [])],
+            schedules=[schedule(s) for s in d.get("schedules", [])],
             # `amortval.flows.valuation.value_dataset`: Prefect's default is a file path relative
             # to this folder, and taking over a `prefect deploy`ed deployment of the same name
             # with it crashed every run while loading the flow (stale storage, path "None").
@@ -50,6 +49,15 @@ def runner_deployments(spec: dict, names: list[str] | None = None) -> list:
         )
         for d in chosen
     ]
+
+
+def schedule(entry: dict):
+    """A ``prefect.yaml`` schedule entry: ``cron`` (with its timezone) or ``interval`` (seconds)."""
+    from prefect.schedules import Cron, Interval
+
+    if "interval" in entry:
+        return Interval(entry["interval"], timezone=entry.get("timezone"))
+    return Cron(entry["cron"], timezone=entry.get("timezone"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,17 +38,23 @@ def registered_schemas(db: ValuationStore) -> dict[str, list[str]]:
     return schemas
 
 
+def require_registered(db: ValuationStore) -> dict[str, list[str]]:
+    """``registered_schemas``, or ModelNotFoundError when nothing was valued into the store yet."""
+    schemas = registered_schemas(db)
+    if not schemas:
+        raise ModelNotFoundError("no valuation model is registered in this store yet; run `amortval value` first")
+    return schemas
+
+
 def choose_model(db: ValuationStore, uri: str, columns: Sequence[str], *, name: str | None,
                  alias: str, version: str | None, ignore: Sequence[str] = ()) -> ChosenModel:
     """Load the named model, or the one registered model whose columns the table has."""
     how = "named"
     if name is None:
-        schemas = registered_schemas(db)
+        schemas = require_registered(db)
         have = set(columns) - set(ignore)
         matches = [model for model, cols in schemas.items() if set(cols) == have]
-        listing = "; ".join(f"{model}: {', '.join(cols)}" for model, cols in schemas.items()) or "none"
-        if not schemas:
-            raise ModelNotFoundError("no valuation model is registered in this store yet; run `amortval value` first")
+        listing = "; ".join(f"{model}: {', '.join(cols)}" for model, cols in schemas.items())
         if not matches and len(schemas) == 1:
             # One candidate: its schema check names exactly what differs (a missing or retyped column).
             matches = list(schemas)

@@ -114,18 +114,26 @@ def check_curation_paths(data: str | Path, store: str | Path, out: str | None) -
     store held by a running ``value`` is reported in milliseconds. Both outputs are checked
     against ``data``: ``--out new.parquet`` puts the dropped rows in ``new.dropped.parquet``.
     """
+    from amortval.tasks.prepare import store_paths
+
+    kept, dropped = curation_outputs(data, store_paths(store)["curated"], out)
+    if out is not None:
+        check_output(kept, [data])
+        check_output(dropped, [data], what="the dropped-rows file")
+    check_scoring_store(store)
+    return kept, dropped
+
+
+def check_scoring_store(store: str | Path) -> Path:
+    """The store's DuckDB file, once the folder is checked, was valued into, and is not held."""
     from amortval.data.store import ensure_store_free
     from amortval.errors import ModelNotFoundError
     from amortval.tasks.prepare import store_paths
 
-    paths = store_paths(store)
-    kept, dropped = curation_outputs(data, paths["curated"], out)
-    if out is not None:
-        check_output(kept, [data])
-        check_output(dropped, [data], what="the dropped-rows file")
     check_store(store)
-    if not paths["duckdb"].exists():
-        raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
+    path = store_paths(store)["duckdb"]
+    if not path.exists():
+        raise ModelNotFoundError(f"no store at {path}: nothing was valued there yet; run `amortval value` "
                                  "first, or pass the --store it used")
-    ensure_store_free(paths["duckdb"])
-    return kept, dropped
+    ensure_store_free(path)
+    return path

@@ -1,8 +1,9 @@
 """prefect.yaml's deployments: checked as YAML (fast), then deployed and run for real.
 
 The slow tests run the README's "Scheduling" commands as written (read from its
-``scheduling`` and ``serve`` blocks; only the port differs) against a real Prefect
-server with a work pool and a process worker, and against ``python -m
+``scheduling`` and ``serve`` blocks; only the port differs: every deployment, the inbox's
+with a file dropped into it) against a real Prefect server with a work pool and a
+process worker, and against ``python -m
 amortval.flows.serve``, from a copy of the project in a temporary folder, so the store
 is written there. Every process is started in its own session, logs to a file (an
 orphaned child holding a pipe would block the test) and is stopped in a ``finally``:
@@ -23,11 +24,13 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
+from readme_blocks import readme_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 README_PORT = "4200"
@@ -36,16 +39,19 @@ LONG_RUNNING = (("prefect", "server", "start"), ("prefect", "worker", "start"), 
 RUN_TIMEOUT = 240  # seconds for one `prefect deployment run --watch` (the demo valuation: ~1 min)
 
 
-def test_deployments_point_at_flows_with_known_parameters_and_cron():
+def test_deployments_point_at_flows_with_known_parameters_and_schedules():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"nightly-demo", "nightly-curation"} <= names
+    assert {"nightly-demo", "nightly-curation", "inbox-curation"} <= names
     for deployment in spec["deployments"]:
         flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         accepted = set(inspect.signature(flow.fn).parameters)
         assert set(deployment.get("parameters", {})) <= accepted, deployment["name"]
-        crons = [s["cron"] for s in deployment["schedules"]]
-        assert crons and all(len(c.split()) == 5 for c in crons)
+        schedules = deployment["schedules"]
+        assert schedules and all(len(s["cron"].split()) == 5 if "cron" in s else s["interval"] > 0
+                                 for s in schedules), deployment["name"]
+    inbox = next(d for d in spec["deployments"] if d["name"] == "inbox-curation")
+    assert [s.get("interval") for s in inbox["schedules"]] == [900]
     assert "pull" not in spec, "a set_working_directory pull step breaks workers (see prefect.yaml)"
 
 
@@ -58,8 +64,10 @@ def test_served_deployments_are_the_yaml_ones():
     for deployment in spec["deployments"]:
         runner = served[deployment["name"]]
         assert runner.parameters == (deployment.get("parameters") or {})
-        assert [(s.schedule.cron, s.schedule.timezone) for s in runner.schedules] == [
-            (s["cron"], s.get("timezone")) for s in deployment["schedules"]]
+        assert [(getattr(s.schedule, "cron", None), getattr(s.schedule, "interval", None), s.schedule.timezone)
+                for s in runner.schedules] == [
+            (s.get("cron"), s.get("interval") and timedelta(seconds=s["interval"]), s.get("timezone"))
+            for s in deployment["schedules"]]
         assert runner.entrypoint.startswith("amortval.flows."), runner.entrypoint
         assert runner.work_pool_name is None
     with pytest.raises(SystemExit, match="no-such"):
@@ -67,14 +75,6 @@ def test_served_deployments_are_the_yaml_ones():
 
 
 # ---------------------------------------------------------------- the README, run for real
-
-
-def readme_commands(block: str) -> list[str]:
-    """The commands of the README's ``<!-- block:begin -->`` bash block, comments dropped."""
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"<!-- {block}:begin -->")[1].split(f"<!-- {block}:end -->")[0]
-    lines = body.strip().removeprefix("```bash").removesuffix("```").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def free_port() -> int:
@@ -152,7 +152,8 @@ class Stack:
             self.env.update(assignment.split("=", 1) for assignment in argv[1:])
             return ""
         assert tuple(argv[:3]) not in LONG_RUNNING, command
-        log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{argv[1]}.log"
+        name = "-".join(Path(arg).name for arg in argv[:2])  # `cp a/b c/`: no folders in the log's name
+        log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{name}.log"
         started = time.time()
         with log.open("w") as out:
             done = subprocess.run(argv, cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -241,7 +242,8 @@ def test_the_shipped_deployments_run_on_a_worker_as_the_readme_says(stack):
     assert any(c.startswith("export PREFECT_API_URL=") for c in commands)
     runs = [c for c in commands if c.startswith("prefect deployment run")]
     assert runs == ["prefect deployment run value-dataset/nightly-demo --watch",
-                    "prefect deployment run curate-dataset/nightly-curation --watch"]
+                    "prefect deployment run curate-dataset/nightly-curation --watch",
+                    "prefect deployment run curate-inbox/inbox-curation --watch"]
     worker = next(c for c in commands if tuple(stack.argv(c)[:3]) == LONG_RUNNING[1])
     for command in commands[:commands.index(worker)]:
         if tuple(stack.argv(command)[:3]) != LONG_RUNNING[0]:  # the fixture runs the server
@@ -253,7 +255,7 @@ def test_the_shipped_deployments_run_on_a_worker_as_the_readme_says(stack):
             output = stack.run(command, timeout=RUN_TIMEOUT)  # --watch: exit 0 only when Completed
             assert command not in runs or "Flow run finished successfully in 'Completed'" in output, output[-3000:]
         worker_log = log.read_text()
-    assert worker_log.count("submitting flow run") == 2, worker_log[-3000:]
+    assert worker_log.count("submitting flow run") == 3, worker_log[-3000:]
 
     # The valuation wrote values, samples and the model into the project folder's store...
     assert len(list((store / "values").glob("*.parquet"))) == 1
@@ -263,14 +265,21 @@ def test_the_shipped_deployments_run_on_a_worker_as_the_readme_says(stack):
 
     with duckdb.connect(str(store / "amortval.duckdb"), read_only=True) as con:
         status, model, version = con.execute("SELECT status, model_name, model_version FROM runs").fetchone()
-        scored, kept = con.execute("SELECT count(*), sum(kept::INT) FROM scores").fetchone()
+        scored, kept = con.execute("SELECT count(*), sum(kept::INT) FROM scores "
+                                   "WHERE NOT starts_with(curation_id, 'inbox-')").fetchone()
+        inbox = con.execute("SELECT file_name, status, \"rows\", kept, model_uri FROM inbox_files").fetchall()
     assert (status, model, version) == ("completed", "amortval-demo", "1")
-    # ...and the curation scored every new row with it and split them into kept and dropped.
+    # ...and the curation scored every new row with it and split them into kept and dropped...
     new = pl.read_parquet(store / "demo" / "new.parquet")
     curated = pl.read_parquet(store / "curated" / "new.curated.parquet")
     dropped = pl.read_parquet(store / "curated" / "new.dropped.parquet")
     assert scored == len(new) == len(curated) + len(dropped) and kept == len(curated) and len(dropped) > 0
     assert {"value", "reason"} <= set(dropped.columns) and "flipped" in dropped.columns
+    # ...and so did the inbox's, for the same file dropped into the inbox, recorded by its content.
+    [inbox_curated] = (store / "curated" / "inbox").glob("new.*.curated.parquet")
+    [inbox_dropped] = (store / "curated" / "inbox").glob("new.*.dropped.parquet")
+    assert inbox == [("new.parquet", "processed", len(new), len(curated), "models:/amortval-demo/1")]
+    assert pl.read_parquet(inbox_curated).equals(curated) and pl.read_parquet(inbox_dropped).equals(dropped)
 
 
 @pytest.mark.slow
