@@ -31,7 +31,7 @@ def print_valuation(r: dict) -> None:
         + reused + (f"  (on {r['n_sampled']:,} sampled of {r['n_points']:,} rows; the network values all)"
                     if r.get("n_sampled", 0) < r.get("n_points", 0) else "") + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
-        f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}, constant {_fmt(r.get('gate_mse_constant'))}",
+        f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
     ]
     if r.get("worker_peak_rss_mb"):
         lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "

@@ -102,7 +102,6 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
     return {
         "gate_mse_network": result.gate_mse_network,
         "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
-        "gate_mse_constant": result.gate_mse_constant,
         "gate_passed": float(result.gate_passed),
         "best_epoch": float(result.best_epoch),
         "network_error_estimate": result.network_error,
@@ -201,8 +200,7 @@ def markdown_summary(plan, inputs: Inputs, metrics: dict[str, float]) -> str:
         f"- **Model fits**: {int(metrics.get('model_fits', 0)):,} behind these samples, "
         f"{int(metrics.get('new_model_fits', 0)):,} computed by this run",
         f"- **Quality gate**: {gate}; held-out MSE network {metrics.get('gate_mse_network', float('nan')):.4g} "
-        f"vs Monte Carlo {metrics.get('gate_mse_monte_carlo', float('nan')):.4g} "
-        f"and a constant {metrics.get('gate_mse_constant', float('nan')):.4g}",
+        f"vs Monte Carlo {metrics.get('gate_mse_monte_carlo', float('nan')):.4g}",
     ]
     if "mislabeled_auroc_combined" in metrics:
         lines.append(f"- **Known label errors found** (AUROC): reported {metrics['mislabeled_auroc_combined']:.3f}, "
