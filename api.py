@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,11 @@ def value(data: Any = None, target: str | None = None, *, name: str = "frame", *
     return ValuationResult.from_summary(run(config))
 
 
-def run(config, *, amortize_only: bool = False) -> dict:
-    """Validate (before any work), report a finished run as it is, else run the flow."""
+def run(config, *, amortize_only: bool = False, planned: Callable | None = None) -> dict:
+    """Validate (before any work), report a finished run as it is, else run the flow.
+
+    ``planned(plan)`` is called once the run's plan is known (the CLI uses it to say,
+    when interrupted, how many batches are stored)."""
     from amortval.data.store import ensure_store_free
     from amortval.tasks.paths import check_run_paths
     from amortval.tasks.prepare import load_inputs, store_paths
@@ -43,6 +47,8 @@ def run(config, *, amortize_only: bool = False) -> dict:
     from amortval.tasks.run_plan import plan_run, stored_status
 
     plan = plan_run(config, inputs)
+    if planned is not None:
+        planned(plan)
     if stored_status(plan) == "completed":  # nothing to compute: report without starting a workflow
         from amortval.tasks.record import completed_summary  # loads MLflow: only when needed
         from amortval.tasks.report import export_values

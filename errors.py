@@ -47,3 +47,16 @@ class RunInProgressError(AmortvalError, RuntimeError):
 
 class ModelNotFoundError(AmortvalError, LookupError):
     """No registered valuation network under the requested name/alias."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached a command (``flows/interrupt.py``): stop, keep what is stored.
+
+    A ``KeyboardInterrupt``, so code unwinds as it does for Ctrl-C: ``except Exception``
+    does not swallow it, transactions roll back, and the MLflow run being logged is marked
+    KILLED rather than FAILED. Not an ``AmortvalError``: nothing the user gave was wrong.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

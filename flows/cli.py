@@ -30,6 +30,9 @@ ENVIRONMENT = {
     "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
     # Prefect's temporary API gives up after 20 s; on a busy 2-core machine it can need more.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # The temporary API shares the terminal, so Ctrl-C reaches it too, and it reports its own
+    # shutdown as ERROR tracebacks; its real failures reach the user as the client's errors.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 # Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
 AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "folds",
@@ -131,14 +134,23 @@ def _given(args: argparse.Namespace, names) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def _value(args: argparse.Namespace) -> dict:
+def _value(args: argparse.Namespace, stop) -> dict:
     from amortval.api import run
     from amortval.tasks.config import OPTION_PARTS, RunConfig
 
-    return run(RunConfig.from_options(**_given(args, OPTION_PARTS)))
+    return run(RunConfig.from_options(**_given(args, OPTION_PARTS)), planned=_count_batches(stop))
 
 
-def _amortize(args: argparse.Namespace) -> dict:
+def _count_batches(stop):
+    """Once the run is planned, an interruption reports its stored batches ('37 of 100')."""
+    def planned(plan) -> None:
+        from amortval.tasks.run_plan import stored_batches
+
+        stop.status = lambda: stored_batches(plan)
+    return planned
+
+
+def _amortize(args: argparse.Namespace, stop) -> dict:
     from amortval.data.store import ValuationStore, ensure_store_free
     from amortval.errors import ConfigError
     from amortval.tasks.config import RunConfig
@@ -158,7 +170,7 @@ def _amortize(args: argparse.Namespace) -> dict:
     config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
     from amortval.api import run
 
-    return run(config, amortize_only=True)
+    return run(config, amortize_only=True, planned=_count_batches(stop))
 
 
 def _curate(args: argparse.Namespace) -> dict:
@@ -209,6 +221,21 @@ def _quiet_user_errors() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 for a user error, 128 + N when stopped by signal N."""
+    from amortval.flows.interrupt import Interruption
+
+    with Interruption() as stop:  # first: a Ctrl-C during the imports below is one line too
+        try:
+            return _command(argv, stop)
+        except BaseException:
+            # After a signal, whatever comes out is its doing: ``Interrupted`` itself, or what
+            # a library made of it (DuckDB turns it into "Query interrupted").
+            if stop.signum is None:
+                raise
+            stop.exit()
+
+
+def _command(argv: list[str] | None, stop) -> int:
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
@@ -220,16 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_user_errors()
     try:
         if args.command == "value":
-            summary.print_valuation(_value(args))
+            summary.print_valuation(_value(args, stop))
         elif args.command == "amortize":
-            summary.print_valuation(_amortize(args))
+            summary.print_valuation(_amortize(args, stop))
         elif args.command == "curate":
+            stop.hint = "the curation did not finish; re-run the same command"
             summary.print_curation(_curate(args))
         elif args.command == "runs":
             summary.print_runs(args.store, ids_only=args.ids)
         else:
             summary.print_show(args.store, args.run_id)
     except AmortvalError as error:
+        if stop.signum is not None:
+            raise  # e.g. a store error made of the interruption: main reports the interruption
         print(f"amortval: error: {error}", file=sys.stderr)
         return 2
     return 0

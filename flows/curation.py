@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from amortval.data.store import ValuationStore
 from amortval.data.schema import mislabeled_flags
 from amortval.data.tabular import read_table
+from amortval.flows.interrupt import reclaim_sigterm
 from amortval.tasks import tracking
 from amortval.tasks.config import RunConfig
 from amortval.tasks.curate import CurationRule, curation_metrics, select
@@ -77,6 +78,7 @@ def curate_dataset(
     drop_fraction: float | None = None, out: str | None = None, mislabeled_column: str | None = None,
 ) -> dict:
     """Score ``data`` with a registered network and drop what the rule says."""
+    reclaim_sigterm()  # under the CLI: TERM is one line and no orphaned server
     pin_threads()
     c = prepare_curation(data, store, model_name, alias, model_version, threshold, drop_fraction, out,
                          mislabeled_column)

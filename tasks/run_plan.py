@@ -114,3 +114,17 @@ def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> 
             f"({plan.n_units - missing:,} of {plan.n_units:,} are); re-amortizing runs no fits: finish the "
             "sampling with `amortval value` and the same options first")
     return todo
+
+
+def stored_batches(plan: RunPlan) -> str:
+    """'37 of 100 batches stored': the run's batches committed so far, and in all.
+
+    Reads the store as it is now (what an interrupted run leaves for its re-run); in all
+    is the stored ones plus those ``pending`` would still compute.
+    """
+    if not plan.paths["duckdb"].exists():
+        return "no batch stored yet"
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        done = sum(1 for start, _ in db.done_segments(plan.sampling_id) if start < plan.n_units)
+        todo = len(pending(db, plan))
+    return f"{done:,} of {done + todo:,} batches stored"
