@@ -35,7 +35,7 @@ def run(config, *, amortize_only: bool = False, planned: Callable | None = None)
     ``planned(plan)`` is called once the run's plan is known (the CLI uses it to say,
     when interrupted, how many batches are stored)."""
     from amortval.data.store import ensure_store_free
-    from amortval.tasks.paths import check_run_paths
+    from amortval.tasks.paths import check_free_space, check_run_paths
     from amortval.tasks.prepare import load_inputs, store_paths
 
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
@@ -44,8 +44,9 @@ def run(config, *, amortize_only: bool = False, planned: Callable | None = None)
         print(f"amortval: warning: {warning}", file=sys.stderr)
     ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
     started = time.time()
-    from amortval.tasks.run_plan import plan_run, stored_status
+    from amortval.tasks.run_plan import plan_run, storage_needed, stored_status
 
+    check_free_space(config.store, storage_needed(config, inputs))
     plan = plan_run(config, inputs)
     if planned is not None:
         planned(plan)

@@ -198,13 +198,14 @@ def _curate(args: argparse.Namespace) -> dict:
 def _quiet_user_errors() -> None:
     """Keep Prefect from logging a traceback (and a 'Failed' line) for our own errors.
 
-    An ``AmortvalError`` raised inside a flow (a store locked after the CLI's check, say)
-    is a user error: ``main`` prints it as one ``amortval: error:`` line. Every other
-    exception keeps Prefect's full report.
+    An ``AmortvalError`` raised inside a flow or task (a store locked after the CLI's
+    check, a full disk) is a user error, and so is a full disk or damaged file met by a
+    library (``errors.storage_problem``): ``main`` prints it as one ``amortval: error:``
+    line. Every other exception keeps Prefect's full report. Installed once per process.
     """
     import logging
 
-    from amortval.errors import AmortvalError
+    from amortval.errors import AmortvalError, storage_problem
 
     def ours(cls: type) -> set[str]:
         return {cls.__name__}.union(*(ours(sub) for sub in cls.__subclasses__()))
@@ -212,12 +213,18 @@ def _quiet_user_errors() -> None:
     names = ours(AmortvalError)
 
     def keep(record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], AmortvalError):
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (isinstance(error, AmortvalError) or storage_problem(error)):
             return False
         text = record.getMessage()
-        return not (text.startswith("Finished in state Failed") and any(f": {n}: " in text for n in names))
+        return not (text.startswith("Finished in state Failed") and
+                    (any(f": {n}: " in text for n in names) or storage_problem(Exception(text))))
 
-    logging.getLogger("prefect.flow_runs").addFilter(keep)
+    keep.amortval = True
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "amortval", False) for f in logger.filters):
+            logger.addFilter(keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +248,7 @@ def _command(argv: list[str] | None, stop) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL"] = "DEBUG"
-    from amortval.errors import AmortvalError
+    from amortval.errors import AmortvalError, storage_error
     from amortval.flows import summary
 
     _quiet_user_errors()
@@ -257,9 +264,14 @@ def _command(argv: list[str] | None, stop) -> int:
             summary.print_runs(args.store, ids_only=args.ids)
         else:
             summary.print_show(args.store, args.run_id)
-    except AmortvalError as error:
+    except Exception as error:
         if stop.signum is not None:
             raise  # e.g. a store error made of the interruption: main reports the interruption
+        # A full disk or damaged file that no write site named: name the store it happened under.
+        if not isinstance(error, AmortvalError):
+            error = storage_error(error, getattr(args, "store", None) or "the store") or error
+        if not isinstance(error, AmortvalError):
+            raise
         print(f"amortval: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -12,6 +12,7 @@ immutable folder does not).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,19 @@ def check_store(store: str | Path) -> Path:
             f"--store {root} cannot be created: {base} is not writable"
         raise ConfigError(f"{what} ({problem})")
     return root
+
+
+def check_free_space(store: str | Path, need: int) -> None:
+    """ConfigError when the disk holding ``store`` has less than ``need`` bytes free.
+
+    A run that fills the disk halfway loses nothing (every finished batch is committed),
+    but it would fail hours in; the estimate (``run_plan.storage_needed``) refuses it first.
+    """
+    root = Path(store).expanduser().resolve()
+    free = shutil.disk_usage(_existing_ancestor(root)).free
+    if free < need:
+        raise ConfigError(f"--store {root}: its disk has {free / 2**20:,.1f} MiB free and this run needs about "
+                          f"{need / 2**20:,.1f} MiB; free some space or pass another --store")
 
 
 def check_output(path: str | Path, inputs: Iterable[str | Path | None], what: str = "--out") -> Path:

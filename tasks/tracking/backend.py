@@ -35,7 +35,7 @@ from mlflow.protos.databricks_pb2 import (  # noqa: E402
 )
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from amortval.errors import AmortvalError  # noqa: E402
+from amortval.errors import AmortvalError, storage_errors  # noqa: E402
 
 ARTIFACTS = "mlartifacts"
 ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
@@ -77,6 +77,11 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str) -> st
     server keeps its own artifact policy.
     """
     db = sqlite_path(uri)
+    with storage_errors(db or uri):
+        return _init_tracking(uri, db, store_dir, experiment)
+
+
+def _init_tracking(uri: str, db: Path | None, store_dir: str | Path | None, experiment: str) -> str:
     if db is not None:
         if not db.exists():
             db.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from amortval.errors import storage_errors
 from amortval.models.valuation_model import ValuationModel
 from amortval.tasks.tracking.backend import DOES_NOT_EXIST, client, init_tracking, quiet, sqlite_path, using
 from amortval.tasks.tracking.pyfunc import MODEL_ARTIFACT, MODEL_CODE, PIP_REQUIREMENTS, model_signature
@@ -86,7 +87,7 @@ def log_valuation_run(
     start_ms = int((started_at or time.time()) * 1000)
     if RUN_ID_TAG in run_tags:
         end_stale_runs(uri, experiment_id, run_tags[RUN_ID_TAG])
-    with quiet(), using(uri):
+    with quiet(), using(uri), storage_errors(sqlite_path(uri) or uri):
         created = mlflow_client.create_run(experiment_id, start_time=start_ms, tags=run_tags, run_name=run_name)
         run_id = created.info.run_id
         try:
@@ -187,8 +188,8 @@ def log_curation_run(
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()} | {"amortval.kind": "curation"}
     if model_uri is not None:
         run_tags["model_uri"] = model_uri
-    with quiet(), using(uri), mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                               tags=run_tags) as run:
+    with quiet(), using(uri), storage_errors(sqlite_path(uri) or uri), \
+            mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         try:
             mlflow.log_params({k: _param_text(v) for k, v in flatten_params(params).items()})
             mlflow.log_metrics(_scalar_metrics(metrics))
