@@ -79,7 +79,7 @@ class StorageError(AmortvalError, OSError):
 # message is what tells a full disk from a damaged file.
 _DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
 _DAMAGED = ("Corrupt database file", "database disk image is malformed", "file is not a database",
-            "not a valid DuckDB database file")
+            "not a valid DuckDB database file", "Could not read enough bytes from file")  # the last: truncated
 _READ_ONLY = ("Read-only file system", "attempt to write a readonly database")
 
 

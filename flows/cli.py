@@ -90,11 +90,19 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``amortval: error:`` line like every other
+    user error (argparse prints the whole usage first), exit status 2 as before."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"amortval: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from amortval.tasks.config import RunConfig
 
     store_default = RunConfig.model_fields["store"].default
-    parser = argparse.ArgumentParser(prog="amortval", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="amortval", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"amortval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -245,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 def _command(argv: list[str] | None, stop) -> int:
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a bad command line (2, its line printed)
+        return int(done.code or 0)
     if getattr(args, "verbose", False):
         os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL"] = "DEBUG"
     from amortval.errors import AmortvalError, storage_error

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from amortval.errors import ConfigError
+from amortval.errors import ConfigError, StorageError
+
+TRACKING_FILE = "mlflow.db"  # the store's MLflow database, unless $MLFLOW_TRACKING_URI names another
 
 
 def write_problem(folder: Path) -> str | None:
@@ -107,9 +110,32 @@ def _same_file(output: Path, source: Path) -> bool:
         return False
 
 
+def tracking_tables(path: Path) -> set[str]:
+    """The tables of the SQLite tracking database at ``path``; ``StorageError`` if it is damaged.
+
+    Read-only and MLflow-free (sqlite3 alone), so the CLI checks the store's database in
+    milliseconds before any work instead of meeting the damage after all of it.
+    """
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise StorageError(f"MLflow database {path} is damaged ({error}); move it aside to start a new tracking "
+                           "history (the DuckDB samples are kept and re-logged)") from None
+
+
+def check_tracking_database(store: str | Path) -> None:
+    """The store's own MLflow database, when it has one and ``$MLFLOW_TRACKING_URI`` points nowhere else."""
+    path = Path(store).expanduser().resolve() / TRACKING_FILE
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").strip() and path.is_file():
+        tracking_tables(path)
+
+
 def check_run_paths(store: str | Path, out: str | None, inputs: Iterable[str | Path | None]) -> None:
-    """A valuation's whole write set: the store folder, and ``--out`` when given (never an input)."""
+    """A valuation's whole write set: the store folder (and its MLflow database, undamaged),
+    and ``--out`` when given (never an input)."""
     check_store(store)
+    check_tracking_database(store)
     if out is not None:
         check_output(out, inputs)
 
@@ -142,4 +168,5 @@ def check_curation_paths(data: str | Path, store: str | Path, out: str | None) -
         raise ModelNotFoundError(f"no store at {paths['duckdb']}: nothing was valued there yet; run `amortval value` "
                                  "first, or pass the --store it used")
     ensure_store_free(paths["duckdb"])
+    check_tracking_database(store)
     return kept, dropped

@@ -274,3 +274,29 @@ def test_a_signal_while_logging_ends_the_run_killed_not_failed(logged, monkeypat
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     (run,) = client.search_runs([experiment_id], filter_string="tags.`amortval.run_id` = 'valuation-c'")
     assert run.info.status == "KILLED"
+
+
+def test_a_full_disk_while_logging_is_a_storage_error_naming_the_database(logged, monkeypatch):
+    """SQLite's "database or disk is full", as MLflow raises it (wrapped twice), is one line
+    naming the tracking database; the run is ended FAILED, not left RUNNING."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from amortval.errors import StorageError
+
+    def full(*args, **kwargs):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as error:
+            raise MlflowException(f"(sqlite3.OperationalError) {error}") from error
+
+    client = logged["client"]
+    monkeypatch.setattr(mlflow, "log_figure", full)
+    with pytest.raises(StorageError, match=r"cannot write .*mlflow.db: the disk is full"):
+        _log(logged["uri"], logged["model"], logged["frame"], gate_passed=False, name="full",
+             tags={"amortval.run_id": "valuation-d"})
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (run,) = client.search_runs([experiment_id], filter_string="tags.`amortval.run_id` = 'valuation-d'")
+    assert run.info.status == "FAILED"
