@@ -16,6 +16,7 @@ importing on one core, and the machine has two.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -351,3 +353,68 @@ def test_sigterm_and_sigint_stop_within_seconds_and_the_re_run_resumes(data, ref
             f"{_stops(long_batch['stops'])}; between short batches: {_stops(short['stops'])}; "
             f"{_stops(curate['stops'])}; one line each, no child left, re-runs bit-identical; "
             f"{time.perf_counter() - began:.0f} s")
+
+
+# -- a full disk mid-run: one line, no temp file, the re-run after freeing space resumes -------
+DISK_FULL_RUN = textwrap.dedent("""
+    import json, os, shutil, subprocess, sys, time
+    mount, command, env, log, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mount], check=True)
+    with open(log, "ab") as f:
+        run = subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT)
+    while b"plan:" not in open(log, "rb").read() and run.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    filler = open(os.path.join(mount, "filler"), "wb", buffering=0)
+    for size in (1 << 20, 1 << 12, 1):  # to the last byte: a small write must fail too
+        try:
+            while True:
+                filler.write(bytes(size))
+        except OSError:
+            pass
+    first = run.wait()
+    files = sorted(os.path.relpath(os.path.join(d, n), mount) for d, _, ns in os.walk(mount) for n in ns)
+    filler.close()
+    os.remove(os.path.join(mount, "filler"))
+    with open(log, "ab") as f:
+        second = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    store = os.path.join(mount, "store")
+    for name in ("amortval.duckdb", "values"):
+        (shutil.copytree if name == "values" else shutil.copy)(os.path.join(store, name), os.path.join(out, name))
+    json.dump({"first": first, "second": second, "files": files}, open(os.path.join(out, "result.json"), "w"))
+""")
+
+
+@pytest.mark.slow
+def test_a_disk_filling_up_mid_run_is_one_line_and_the_re_run_resumes(data, reference, cli_environment, tmp_path,
+                                                                       figures):
+    """On a real 48 MB tmpfs (in a user and mount namespace, so no root is needed where the
+    system allows them), another process fills the disk a second into the valuation: the run
+    ends with one line naming the store file and the full disk, leaves no temporary file,
+    and after the space is freed the same command resumes to values bit-identical to an
+    uninterrupted run."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user and mount namespaces here: ENOSPC is injected in-process instead (test_storage.py)")
+    mount, out = tmp_path / "tmpfs", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    env = user_environment(cli_environment, tmp_path / "prefect-home")
+    log = tmp_path / "run.log"
+    began = time.perf_counter()
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", DISK_FULL_RUN,
+                    str(mount), json.dumps(command(data, mount / "store")), json.dumps(env), str(log), str(out)],
+                   check=True, timeout=600)
+    result = json.loads((out / "result.json").read_text())
+    output = log.read_text()
+    lines = [line for line in output.splitlines() if line.startswith("amortval: error:")]
+    assert result["first"] == 2 and len(lines) == 1, output[-3000:]
+    assert "the disk is full" in lines[0] and str(mount / "store") in lines[0], lines[0]
+    assert "Traceback" not in output, output[-3000:]
+    assert not [f for f in result["files"] if f.endswith((".tmp", ".tmp.npz")) or "amortval-probe" in f], \
+        result["files"]
+    assert result["second"] == 0, output[-3000:]
+    state = stored(out)
+    assert state["rows"].equals(reference["rows"]) and values(out).equals(reference["values"])
+    figures("disk full", f"48 MB tmpfs filled 1 s into the valuation: exit 2, '{lines[0][:120]}...'; "
+            f"re-run resumed, values bit-identical; {time.perf_counter() - began:.0f} s")
