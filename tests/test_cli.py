@@ -404,9 +404,9 @@ def test_our_error_inside_the_value_flow_is_one_line_without_traceback(good, oth
         import amortval.data.store
         import amortval.tasks.run_plan
         from amortval.flows.cli import main
-from test_column_types import REFUSED
         amortval.data.store.ensure_store_free = lambda path: None
         amortval.tasks.run_plan.stored_status = lambda plan: None  # the pre-flow report opens it too
+        amortval.tasks.run_plan.storage_needed = lambda config, inputs: 0  # and so does the space check
         sys.exit(main(["value", "--data", {str(data)!r}, "--valid", {str(valid)!r}, "--target", "label",
                        "--samples", "2", "--store", {str(tmp_path / "store")!r}]))
     """)
