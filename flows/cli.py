@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from amortval import __version__
+from amortval.flows.interrupt import Interruption
 
 # Before numpy/torch/prefect/mlflow load: one BLAS thread per fit, no telemetry, and
 # Prefect's per-task-run lines kept out of the terminal (they stay in its API).
@@ -142,14 +143,14 @@ def _given(args: argparse.Namespace, names) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def _value(args: argparse.Namespace, stop) -> dict:
+def _value(args: argparse.Namespace, stop: Interruption) -> dict:
     from amortval.api import run
     from amortval.tasks.config import OPTION_PARTS, RunConfig
 
     return run(RunConfig.from_options(**_given(args, OPTION_PARTS)), planned=_count_batches(stop))
 
 
-def _count_batches(stop):
+def _count_batches(stop: Interruption):
     """Once the run is planned, an interruption reports its stored batches ('37 of 100')."""
     def planned(plan) -> None:
         from amortval.tasks.run_plan import stored_batches
@@ -158,7 +159,7 @@ def _count_batches(stop):
     return planned
 
 
-def _amortize(args: argparse.Namespace, stop) -> dict:
+def _amortize(args: argparse.Namespace, stop: Interruption) -> dict:
     from amortval.data.store import ValuationStore, ensure_store_free
     from amortval.errors import ConfigError
     from amortval.tasks.config import RunConfig
@@ -237,8 +238,6 @@ def _quiet_user_errors() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; 0 on success, 2 for a user error, 128 + N when stopped by signal N."""
-    from amortval.flows.interrupt import Interruption
-
     with Interruption() as stop:  # first: a Ctrl-C during the imports below is one line too
         try:
             return _command(argv, stop)
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.exit()
 
 
-def _command(argv: list[str] | None, stop) -> int:
+def _command(argv: list[str] | None, stop: Interruption) -> int:
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     try:
@@ -279,11 +278,11 @@ def _command(argv: list[str] | None, stop) -> int:
         if stop.signum is not None:
             raise  # e.g. a store error made of the interruption: main reports the interruption
         # A full disk or damaged file that no write site named: name the store it happened under.
-        if not isinstance(error, AmortvalError):
-            error = storage_error(error, getattr(args, "store", None) or "the store") or error
-        if not isinstance(error, AmortvalError):
+        known = error if isinstance(error, AmortvalError) else \
+            storage_error(error, getattr(args, "store", None) or "the store")
+        if known is None:
             raise
-        print(f"amortval: error: {error}", file=sys.stderr)
+        print(f"amortval: error: {known}", file=sys.stderr)
         return 2
     return 0
 
