@@ -3,7 +3,9 @@
 Every check that can fail on user input raises one of these *before* any Monte Carlo
 work starts, so a bad file or option never leaves a half-written store or MLflow run.
 The CLI prints the message and exits with status 2; library callers catch
-``AmortvalError``.
+``AmortvalError``. What the environment does mid-run (a full disk, a damaged file) is
+recognized in the libraries' own words (``storage_problem``) and raised as a
+``StorageError`` naming the file; a signal unwinds as ``Interrupted``.
 """
 
 from __future__ import annotations
