@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,13 @@ def value(data: Any = None, target: str | None = None, *, name: str = "frame", *
     return ValuationResult.from_summary(run(config))
 
 
-def run(config, *, amortize_only: bool = False) -> dict:
-    """Validate (before any work), report a finished run as it is, else run the flow."""
+def run(config, *, amortize_only: bool = False, planned: Callable | None = None) -> dict:
+    """Validate (before any work), report a finished run as it is, else run the flow.
+
+    ``planned(plan)`` is called once the run's plan is known (the CLI uses it to say,
+    when interrupted, how many batches are stored)."""
     from amortval.data.store import ensure_store_free
-    from amortval.tasks.paths import check_run_paths
+    from amortval.tasks.paths import check_free_space, check_run_paths
     from amortval.tasks.prepare import load_inputs, store_paths
 
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])
@@ -44,9 +48,12 @@ def run(config, *, amortize_only: bool = False) -> dict:
         print(f"amortval: warning: {warning}", file=sys.stderr)
     ensure_store_free(store_paths(config.store)["duckdb"])  # a held store fails here, before Prefect starts
     started = time.time()
-    from amortval.tasks.run_plan import plan_run, stored_status
+    from amortval.tasks.run_plan import plan_run, storage_needed, stored_status
 
+    check_free_space(config.store, storage_needed(config, inputs))
     plan = plan_run(config, inputs)
+    if planned is not None:
+        planned(plan)
     if stored_status(plan) == "completed":  # nothing to compute: report without starting a workflow
         from amortval.tasks.record import completed_summary  # loads MLflow: only when needed
         from amortval.tasks.report import export_values

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amortval.errors import storage_errors
+
 
 @dataclass(frozen=True, eq=False)
 class Problem:
@@ -44,17 +46,22 @@ class Problem:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            x_train=self.x_train,
-            y_train=self.y_train,
-            x_valid=self.x_valid,
-            y_valid=self.y_valid,
-            n_classes=np.int64(self.n_classes),
-        )
-        tmp.replace(path)  # atomic: a killed run never leaves a torn problem file
+        with storage_errors(path):  # a full disk: one line naming the file, no temp file left
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                np.savez(
+                    tmp,
+                    x_train=self.x_train,
+                    y_train=self.y_train,
+                    x_valid=self.x_valid,
+                    y_valid=self.y_valid,
+                    n_classes=np.int64(self.n_classes),
+                )
+                tmp.replace(path)  # atomic: a killed run never leaves a torn problem file
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return path
 
 

@@ -31,7 +31,7 @@ import polars as pl
 
 from amortval.data.sample_store import SampleTables
 from amortval.data.store_schema import COMMENTS, SCHEMA_VERSION, TABLES
-from amortval.errors import AmortvalError, RunInProgressError, StoreLockedError
+from amortval.errors import AmortvalError, RunInProgressError, StoreLockedError, storage_error, storage_errors
 
 RUN_FIELDS = ("mlflow_run_id", "model_name", "model_version", "model_uri", "wall_seconds", "new_fits")
 
@@ -60,9 +60,9 @@ def ensure_store_free(path: str | Path) -> None:
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise _locked_error(path, exc) from None
-        raise AmortvalError(f"cannot open store {path}: {exc}") from exc
+        raise storage_error(exc, path) or AmortvalError(f"cannot open store {path}: {exc}") from exc
     except duckdb.Error as exc:
-        raise AmortvalError(f"cannot open store {path}: {exc}") from exc
+        raise storage_error(exc, path) or AmortvalError(f"cannot open store {path}: {exc}") from exc
 
 
 def _locked_error(path: Path, exc: Exception) -> StoreLockedError:
@@ -82,7 +82,8 @@ class ValuationStore(SampleTables):
     """Single-writer DuckDB store; one connection for the life of the flow process.
 
     All access goes through one connection guarded by a lock, so accidental use from
-    several threads serializes instead of interleaving transactions.
+    several threads serializes instead of interleaving transactions. A damaged file or a
+    full disk, met at any statement, is a ``StorageError`` naming the file.
     """
 
     def __init__(self, path: str | Path):
@@ -97,9 +98,9 @@ class ValuationStore(SampleTables):
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise _locked_error(self.path, exc) from None
-            raise AmortvalError(f"cannot open store {self.path}: {exc}") from exc
+            raise storage_error(exc, self.path) or AmortvalError(f"cannot open store {self.path}: {exc}") from exc
         except duckdb.Error as exc:
-            raise AmortvalError(f"cannot open store {self.path}: {exc}") from exc
+            raise storage_error(exc, self.path) or AmortvalError(f"cannot open store {self.path}: {exc}") from exc
         try:
             self._init_schema()
         except BaseException:
@@ -140,7 +141,7 @@ class ValuationStore(SampleTables):
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Everything inside commits together or not at all."""
-        with self._lock:
+        with self._lock, storage_errors(self.path):
             con = self._connection
             con.begin()
             try:
@@ -161,7 +162,7 @@ class ValuationStore(SampleTables):
         missing = [c for c in required if c not in frame.columns]
         if missing:
             raise ValueError(f"frame lacks column(s) {missing}; has {frame.columns}")
-        with self._lock:
+        with self._lock, storage_errors(self.path):
             self._connection.register("incoming", frame.to_arrow())
             try:
                 yield "incoming"
@@ -169,7 +170,7 @@ class ValuationStore(SampleTables):
                 self._connection.unregister("incoming")
 
     def _query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
-        with self._lock:
+        with self._lock, storage_errors(self.path):
             return self._connection.sql(sql, params=params).pl()
 
     @staticmethod
@@ -180,11 +181,11 @@ class ValuationStore(SampleTables):
         return rows[0] if rows else None
 
     def _fetchone(self, sql: str, params: list[Any] | None = None) -> tuple | None:
-        with self._lock:
+        with self._lock, storage_errors(self.path):
             return self._first(self._connection, sql, params)
 
     def _fetchall(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
-        with self._lock:
+        with self._lock, storage_errors(self.path):
             return self._connection.execute(sql, params).fetchall()
 
     def close(self) -> None:
@@ -193,8 +194,9 @@ class ValuationStore(SampleTables):
                 _ACTIVE_RUNS.difference_update((self.path, run_id) for run_id in self._claimed)
             self._claimed.clear()
             if self._con is not None:
-                self._con.close()
-                self._con = None
+                con, self._con = self._con, None
+                with storage_errors(self.path):  # closing checkpoints: it writes
+                    con.close()
 
     def __enter__(self) -> ValuationStore:
         return self

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from amortval import __version__
+from amortval.flows.interrupt import Interruption
 
 # Before numpy/torch/prefect/mlflow load: one BLAS thread per fit, no telemetry, and
 # Prefect's per-task-run lines kept out of the terminal (they stay in its API).
@@ -30,6 +31,9 @@ ENVIRONMENT = {
     "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
     # Prefect's temporary API gives up after 20 s; on a busy 2-core machine it can need more.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # The temporary API shares the terminal, so Ctrl-C reaches it too, and it reports its own
+    # shutdown as ERROR tracebacks; its real failures reach the user as the client's errors.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 # Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
 AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "folds",
@@ -87,11 +91,19 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``amortval: error:`` line like every other
+    user error (argparse prints the whole usage first), exit status 2 as before."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"amortval: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from amortval.tasks.config import RunConfig
 
     store_default = RunConfig.model_fields["store"].default
-    parser = argparse.ArgumentParser(prog="amortval", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="amortval", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"amortval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -131,14 +143,23 @@ def _given(args: argparse.Namespace, names) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def _value(args: argparse.Namespace) -> dict:
+def _value(args: argparse.Namespace, stop: Interruption) -> dict:
     from amortval.api import run
     from amortval.tasks.config import OPTION_PARTS, RunConfig
 
-    return run(RunConfig.from_options(**_given(args, OPTION_PARTS)))
+    return run(RunConfig.from_options(**_given(args, OPTION_PARTS)), planned=_count_batches(stop))
 
 
-def _amortize(args: argparse.Namespace) -> dict:
+def _count_batches(stop: Interruption):
+    """Once the run is planned, an interruption reports its stored batches ('37 of 100')."""
+    def planned(plan) -> None:
+        from amortval.tasks.run_plan import stored_batches
+
+        stop.status = lambda: stored_batches(plan)
+    return planned
+
+
+def _amortize(args: argparse.Namespace, stop: Interruption) -> dict:
     from amortval.data.store import ValuationStore, ensure_store_free
     from amortval.errors import ConfigError
     from amortval.tasks.config import RunConfig
@@ -158,7 +179,7 @@ def _amortize(args: argparse.Namespace) -> dict:
     config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
     from amortval.api import run
 
-    return run(config, amortize_only=True)
+    return run(config, amortize_only=True, planned=_count_batches(stop))
 
 
 def _curate(args: argparse.Namespace) -> dict:
@@ -186,13 +207,14 @@ def _curate(args: argparse.Namespace) -> dict:
 def _quiet_user_errors() -> None:
     """Keep Prefect from logging a traceback (and a 'Failed' line) for our own errors.
 
-    An ``AmortvalError`` raised inside a flow (a store locked after the CLI's check, say)
-    is a user error: ``main`` prints it as one ``amortval: error:`` line. Every other
-    exception keeps Prefect's full report.
+    An ``AmortvalError`` raised inside a flow or task (a store locked after the CLI's
+    check, a full disk) is a user error, and so is a full disk or damaged file met by a
+    library (``errors.storage_problem``): ``main`` prints it as one ``amortval: error:``
+    line. Every other exception keeps Prefect's full report. Installed once per process.
     """
     import logging
 
-    from amortval.errors import AmortvalError
+    from amortval.errors import AmortvalError, storage_problem
 
     def ours(cls: type) -> set[str]:
         return {cls.__name__}.union(*(ours(sub) for sub in cls.__subclasses__()))
@@ -200,37 +222,67 @@ def _quiet_user_errors() -> None:
     names = ours(AmortvalError)
 
     def keep(record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], AmortvalError):
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (isinstance(error, AmortvalError) or storage_problem(error)):
             return False
         text = record.getMessage()
-        return not (text.startswith("Finished in state Failed") and any(f": {n}: " in text for n in names))
+        return not (text.startswith("Finished in state Failed") and
+                    (any(f": {n}: " in text for n in names) or storage_problem(Exception(text))))
 
-    logging.getLogger("prefect.flow_runs").addFilter(keep)
+    keep.amortval = True
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "amortval", False) for f in logger.filters):
+            logger.addFilter(keep)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 for a user error, 128 + N when stopped by signal N."""
+    with Interruption() as stop:  # first: a Ctrl-C during the imports below is one line too
+        try:
+            return _command(argv, stop)
+        except BaseException:
+            # After a signal, whatever comes out is its doing: ``Interrupted`` itself, or what
+            # a library made of it (DuckDB turns it into "Query interrupted").
+            if stop.signum is None:
+                raise
+            stop.exit()
+
+
+def _command(argv: list[str] | None, stop: Interruption) -> int:
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a bad command line (2, its line printed)
+        return int(done.code or 0)
     if getattr(args, "verbose", False):
         os.environ["PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL"] = "DEBUG"
-    from amortval.errors import AmortvalError
+    from amortval.errors import AmortvalError, storage_error
     from amortval.flows import summary
 
     _quiet_user_errors()
     try:
         if args.command == "value":
-            summary.print_valuation(_value(args))
+            summary.print_valuation(_value(args, stop))
         elif args.command == "amortize":
-            summary.print_valuation(_amortize(args))
+            summary.print_valuation(_amortize(args, stop))
         elif args.command == "curate":
+            stop.hint = "the curation did not finish; re-run the same command"
             summary.print_curation(_curate(args))
         elif args.command == "runs":
             summary.print_runs(args.store, ids_only=args.ids)
         else:
             summary.print_show(args.store, args.run_id)
-    except AmortvalError as error:
-        print(f"amortval: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if stop.signum is not None:
+            raise  # e.g. a store error made of the interruption: main reports the interruption
+        # A full disk or damaged file that no write site named: name the store it happened under.
+        known = error if isinstance(error, AmortvalError) else \
+            storage_error(error, getattr(args, "store", None) or "the store")
+        if known is None:
+            raise
+        print(f"amortval: error: {known}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from amortval.flows.interrupt import reclaim_sigterm
 from amortval.tasks import tracking
 from amortval.tasks.config import RunConfig
 from amortval.tasks.runtime import pin_threads
@@ -26,6 +27,7 @@ def curate_dataset(
     drop_fraction: float | None = None, out: str | None = None, mislabeled_column: str | None = None,
 ) -> dict:
     """Score ``data`` with a registered network and drop what the rule says."""
+    reclaim_sigterm()  # under the CLI: TERM is one line and no orphaned server
     pin_threads()
     curation = prepare_curation(data, store, model_name, alias, model_version, threshold, drop_fraction, out,
                                 mislabeled_column)

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 
 from amortval.data.store import ValuationStore
 from amortval.errors import AmortvalError
+from amortval.flows.interrupt import reclaim_sigterm
 from amortval.flows.runners import batch_runner, batch_slots, check_cluster, worker_peak_rss_mb
 from amortval.tasks.config import RunConfig
 from amortval.tasks.marginals import BatchSpec, evaluate_batch
@@ -97,6 +98,7 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
     options it changes. ``amortize_only`` retrains from stored samples and refuses to fit.
     """
     started = time.time()
+    reclaim_sigterm()  # under the CLI: TERM stops within seconds, even with a long batch in flight
     pin_threads()
     config = RunConfig.build(config)
     check_run_paths(config.store, config.out, [config.inputs.data, config.inputs.valid])

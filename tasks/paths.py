@@ -12,11 +12,15 @@ immutable folder does not).
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from amortval.errors import ConfigError
+from amortval.errors import ConfigError, StorageError
+
+TRACKING_FILE = "mlflow.db"  # the store's MLflow database, unless $MLFLOW_TRACKING_URI names another
 
 
 def write_problem(folder: Path) -> str | None:
@@ -58,6 +62,19 @@ def check_store(store: str | Path) -> Path:
     return root
 
 
+def check_free_space(store: str | Path, need: int) -> None:
+    """ConfigError when the disk holding ``store`` has less than ``need`` bytes free.
+
+    A run that fills the disk halfway loses nothing (every finished batch is committed),
+    but it would fail hours in; the estimate (``run_plan.storage_needed``) refuses it first.
+    """
+    root = Path(store).expanduser().resolve()
+    free = shutil.disk_usage(_existing_ancestor(root)).free
+    if free < need:
+        raise ConfigError(f"--store {root}: its disk has {free / 2**20:,.1f} MiB free and this run needs about "
+                          f"{need / 2**20:,.1f} MiB; free some space or pass another --store")
+
+
 def check_output(path: str | Path, inputs: Iterable[str | Path | None], what: str = "--out") -> Path:
     """``path`` (resolved), if a Parquet file may be written there without touching an input.
 
@@ -93,9 +110,32 @@ def _same_file(output: Path, source: Path) -> bool:
         return False
 
 
+def tracking_tables(path: Path) -> set[str]:
+    """The tables of the SQLite tracking database at ``path``; ``StorageError`` if it is damaged.
+
+    Read-only and MLflow-free (sqlite3 alone), so the CLI checks the store's database in
+    milliseconds before any work instead of meeting the damage after all of it.
+    """
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise StorageError(f"MLflow database {path} is damaged ({error}); move it aside to start a new tracking "
+                           "history (the DuckDB samples are kept and re-logged)") from None
+
+
+def check_tracking_database(store: str | Path) -> None:
+    """The store's own MLflow database, when it has one and ``$MLFLOW_TRACKING_URI`` points nowhere else."""
+    path = Path(store).expanduser().resolve() / TRACKING_FILE
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").strip() and path.is_file():
+        tracking_tables(path)
+
+
 def check_run_paths(store: str | Path, out: str | None, inputs: Iterable[str | Path | None]) -> None:
-    """A valuation's whole write set: the store folder, and ``--out`` when given (never an input)."""
+    """A valuation's whole write set: the store folder (and its MLflow database, undamaged),
+    and ``--out`` when given (never an input)."""
     check_store(store)
+    check_tracking_database(store)
     if out is not None:
         check_output(out, inputs)
 
@@ -136,4 +176,5 @@ def check_scoring_store(store: str | Path) -> Path:
         raise ModelNotFoundError(f"no store at {path}: nothing was valued there yet; run `amortval value` "
                                  "first, or pass the --store it used")
     ensure_store_free(path)
+    check_tracking_database(store)
     return path

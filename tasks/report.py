@@ -21,6 +21,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from amortval.data.tabular import TabularData
+from amortval.errors import storage_errors
 from amortval.models.utility import STATUS_NAMES
 from amortval.tasks import plots
 from amortval.tasks.amortize import AmortizationResult
@@ -222,14 +223,16 @@ def export_values(values_path: str | Path, out: str | None) -> None:
 
 
 def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write atomically: a killed run never leaves a torn output file, a failed write no temp file."""
+    """Write atomically: a killed run never leaves a torn output file, a failed write no temp
+    file; a full disk or read-only place is a ``StorageError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        frame.write_parquet(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            frame.write_parquet(tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path

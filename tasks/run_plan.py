@@ -94,7 +94,15 @@ def stored_status(plan: RunPlan) -> str | None:
 
 
 def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
-    """Record the dataset, the sampling and the run; the run's stored status ('new' if none)."""
+    """Record the dataset, the sampling and the run; the run's stored status ('new' if none).
+
+    The MLflow database is opened (created, or checked and relocated) first, so a damaged
+    one is refused before any fit rather than after all of them. (Imported here: the
+    flow loads MLflow anyway, the CLI's checks before it should not.)
+    """
+    from amortval.tasks import tracking
+
+    tracking.init_tracking(tracking.tracking_uri(plan.paths["root"]), plan.paths["root"], plan.experiment)
     db.register_dataset(plan.dataset_id, inputs.dataset_name, inputs.source, inputs.problem.n,
                         inputs.problem.n_features, inputs.schema)
     config = plan.config
@@ -139,3 +147,38 @@ def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> 
             f"({plan.n_units - missing:,} of {plan.n_units:,} are); re-amortizing runs no fits: finish the "
             "sampling with `amortval value` and the same options first")
     return todo
+
+
+def stored_batches(plan: RunPlan) -> str:
+    """'37 of 100 batches stored': the run's batches committed so far, and in all.
+
+    Reads the store as it is now (what an interrupted run leaves for its re-run); in all
+    is the stored ones plus those ``pending`` would still compute.
+    """
+    if not plan.paths["duckdb"].exists():
+        return "no batch stored yet"
+    with ValuationStore(plan.paths["duckdb"]) as db:
+        done = sum(1 for start, _ in db.done_segments(plan.sampling_id) if start < plan.n_units)
+        todo = len(pending(db, plan))
+    return f"{done:,} of {done + todo:,} batches stored"
+
+
+# Disk a run writes: each sample ~56 bytes in DuckDB (the load benchmark), rounded up, and
+# the MLflow run (network, figures, tables) with the values file: a few MiB, doubled.
+BYTES_PER_STORED_SAMPLE = 64
+BYTES_PER_RUN = 32 * 2**20
+
+
+def storage_needed(config: RunConfig, inputs: Inputs) -> int:
+    """Bytes a run still writes: the samples of its budget not stored yet, and its outputs.
+
+    Computed before ``plan_run`` (which writes the problem file), so a refused run writes
+    nothing. Samples per point times points is the budget's sample count for every sampler.
+    """
+    total = inputs.problem.n * config.sampling.samples
+    path = store_paths(config.store)["duckdb"]
+    stored = 0
+    if path.exists():
+        with ValuationStore(path) as db:
+            stored = db.sample_count(config.sampling_id(inputs.dataset_id), below_draw=config.sampling.samples)
+    return max(0, total - stored) * BYTES_PER_STORED_SAMPLE + BYTES_PER_RUN

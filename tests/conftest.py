@@ -47,16 +47,21 @@ def figures():
 
 @pytest.fixture(scope="session")
 def bad_input(figures):
-    """``bad_input[case] = seconds to error``, summarized at the end of the session. Cases
-    named ``fresh process: ...`` are whole new processes (imports included), reported apart."""
+    """``bad_input["class | case"] = seconds to error``, summarized at the end of the session
+    with the number of cases per class (data, column type, option, path, store, disk,
+    scoring). Cases named ``fresh process: ...`` are whole new processes (imports
+    included), reported apart."""
     import statistics
+    from collections import Counter
 
     times: dict[str, float] = {}
     yield times
     calls = {k: v for k, v in times.items() if not k.startswith("fresh process")}
     if calls:
         slowest = max(calls, key=calls.get)
-        figures("bad input", f"{len(calls)} cases refused (exit 2 / our error, nothing written); time to error "
+        classes = Counter(k.split(" | ")[0] if " | " in k else "other" for k in calls)
+        figures("bad input", f"{len(calls)} cases refused (exit 2 / our error, nothing written; "
+                f"{', '.join(f'{n} {c}' for c, n in classes.most_common())}); time to error "
                 f"median {statistics.median(calls.values()) * 1e3:.1f} ms, max {calls[slowest] * 1e3:.0f} ms "
                 f"({slowest})")
     for name in sorted(set(times) - set(calls)):

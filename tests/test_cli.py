@@ -27,6 +27,7 @@ from amortval.data.encoding import build_problem
 from amortval.data.tabular import load_training_data
 from amortval.errors import DataValidationError
 from amortval.flows.cli import main
+from test_column_types import REFUSED
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,31 @@ CASES: dict[str, tuple] = {
     "missing file": ((".csv",), lambda good, path: path, [], ["does not exist"]),
     "validation file with other columns": ((".parquet",), SAME, ["--valid", "{valid_without_region}"],
                                            ["missing columns 'region'"]),
+    "empty CSV column (read as all-null text)": ((".csv",), _frame(lambda f: f.with_columns(
+        pl.lit(None, pl.String).alias("notes"))), [], ["'notes'", "null values"]),
+    "--valid is the --data file": ((".csv", ".parquet"), SAME, ["--valid", "{data}"], ["is the data file"]),
+    "--valid-fraction leaves too few training rows": ((".csv",), SAME, ["--valid-fraction", "0.999"],
+                                                      ["leaves", "training rows", "--valid-fraction"]),
+    "--min-size not below --max-size": ((".parquet",), SAME, ["--method", "distributional", "--min-size", "5",
+                                                              "--max-size", "5"], ["--max-size", "--min-size"]),
 }
+
+
+def _typed_column(values) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """Feature 'x' of the tested dtype, its values repeated down the frame."""
+    def mutate(f: pl.DataFrame) -> pl.DataFrame:
+        series = values if isinstance(values, pl.Series) else pl.Series(values)
+        series = pl.concat([series] * (f.height // len(series) + 1))[:f.height]
+        return f.with_columns(series.alias("x"))
+    return mutate
+
+
+# Every dtype polars reads that the encoder refuses, with the remedy the message must give
+# (test_column_types.py holds the list). Polars infers none of them from CSV (which gives
+# Int64, Int128, Float64, Boolean or String, all supported), so they come as Parquet.
+for _name, (_values, _remedy) in REFUSED.items():
+    CASES[f"{_name} column"] = ((".parquet",), _frame(_typed_column(_values)), [],
+                                ["'x'", f"unsupported dtype {_name}", _remedy])
 
 
 def _params():
@@ -126,7 +151,7 @@ def _make(name: str, suffix: str, good: pl.DataFrame, tmp_path: Path) -> tuple[P
     _, make, options, _ = CASES[name]
     made = make(good, tmp_path / f"train{suffix}")
     valid = _write(good.drop("region"), tmp_path / "valid_without_region.parquet")
-    return made, [o.replace("{valid_without_region}", str(valid)) for o in options]
+    return made, [o.replace("{valid_without_region}", str(valid)).replace("{data}", str(made)) for o in options]
 
 
 @pytest.mark.parametrize("name,suffix", list(_params()))
@@ -141,8 +166,10 @@ def test_bad_training_input_fails_before_any_work(name, suffix, good, tmp_path, 
     assert err.startswith("amortval: error:"), err
     for fragment in CASES[name][3]:
         assert fragment in err, (fragment, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
     assert not store.exists(), "nothing may be written for bad input: no store, no DuckDB, no MLflow database"
-    bad_input[f"value: {name}{suffix}"] = seconds
+    kind = "column type" if name.endswith(" column") and "dtype" in " ".join(CASES[name][3]) else "data"
+    bad_input[f"{kind} | value: {name}{suffix}"] = seconds
 
 
 def test_a_user_meets_the_error_in_a_fresh_process_within_seconds(good, tmp_path, bad_input):
@@ -194,9 +221,10 @@ def test_bad_options(good, tmp_path, capsys):
 
 
 def test_curate_rule_conflict_and_missing_file(tmp_path, capsys):
-    with pytest.raises(SystemExit):  # argparse: mutually exclusive options
-        main(["curate", "--data", "x.parquet", "--threshold", "0", "--drop-fraction", "0.1"])
-    capsys.readouterr()
+    # argparse's own errors (mutually exclusive options) are one line too, not the usage text
+    assert main(["curate", "--data", "x.parquet", "--threshold", "0", "--drop-fraction", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("amortval: error: argument --drop-fraction: not allowed"), err
     assert main(["curate", "--data", str(tmp_path / "missing.parquet"), "--store", str(tmp_path / "s")]) == 2
     assert "missing.parquet" in capsys.readouterr().err
     assert main(["curate", "--data", str(tmp_path / "m.parquet"), "--drop-fraction", "1.5"]) == 2
@@ -258,6 +286,12 @@ PATH_CASES: dict[str, tuple] = {
     "curate --store is a regular file": ("curate", lambda c: ["--store", str(_file(c))], ["is a file, not a folder"]),
     "curate --store is a read-only folder": ("curate", lambda c: ["--store", str(c.read_only)],
                                              ["read-only is not writable"]),
+    "--store is the --data file": ("value", lambda c: ["--store", str(c.data)],
+                                   ["train.parquet is a file, not a folder"]),
+    "--valid is a folder": ("value", lambda c: ["--valid", str(c.folder)], ["folder.parquet", "not a file"]),
+    "curate --store is the --data file": ("curate", lambda c: ["--store", str(c.new)],
+                                          ["new.parquet is a file, not a folder"]),
+    "curate --data is a folder": ("curate", lambda c: ["--data", str(c.folder)], ["folder.parquet", "not a file"]),
 }
 
 
@@ -294,7 +328,7 @@ def test_bad_paths_fail_before_any_work_and_write_nothing(name, good, other, tmp
     assert not (tmp_path / "store").exists(), "no store folder for a bad path"
     assert _snapshot(tmp_path) == before, "inputs unchanged byte for byte, nothing created (no temp or probe file)"
     assert seconds < 5, seconds
-    bad_input[f"{command}: {name}"] = seconds
+    bad_input[f"path | {command}: {name}"] = seconds
 
 
 @contextmanager
@@ -333,7 +367,7 @@ def test_curate_on_a_store_held_by_a_running_value_fails_at_once(good, tmp_path,
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and f"in use by process {pid}" in line, line
     assert seconds < 1, seconds  # before any model load or Prefect start (was 12.8 s)
-    bad_input["curate: store held by a running value"] = seconds
+    bad_input["path | curate: store held by a running value"] = seconds
 
 
 def test_curate_user_errors_are_one_line_in_a_fresh_process_without_prefect(good, tmp_path, bad_input):
@@ -372,6 +406,7 @@ def test_our_error_inside_the_value_flow_is_one_line_without_traceback(good, oth
         from amortval.flows.cli import main
         amortval.data.store.ensure_store_free = lambda path: None
         amortval.tasks.run_plan.stored_status = lambda plan: None  # the pre-flow report opens it too
+        amortval.tasks.run_plan.storage_needed = lambda config, inputs: 0  # and so does the space check
         sys.exit(main(["value", "--data", {str(data)!r}, "--valid", {str(valid)!r}, "--target", "label",
                        "--samples", "2", "--store", {str(tmp_path / "store")!r}]))
     """)

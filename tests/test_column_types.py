@@ -159,3 +159,39 @@ def test_wide_integer_label_beyond_64_bits_is_refused(tmp_path):
     path, _ = table(tmp_path, "target", labels)
     with pytest.raises(DataValidationError, match="'label' has label 18446744073709551616 at row 0, beyond 64-bit"):
         load_training_data(path, "label")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_every_supported_type_end_to_end_through_the_cli(tmp_path, capsys):
+    """The documented support, for real: ``amortval value`` on a Parquet file holding one
+    feature of every supported dtype (and labels that differ only by a trailing space,
+    which warn), then ``amortval curate`` scoring the same rows with the registered network;
+    and ``amortval value`` on a CSV file with every dtype polars infers from CSV."""
+    from amortval.flows.cli import main
+
+    n = 40
+    rng = np.random.default_rng(0)
+    labels = ["yes", "no"] * (n // 2)
+    labels[1:8:2] = ["no "] * 4
+    parquet = pl.DataFrame([column(dtype, n).alias(f"x_{name}") for name, dtype in SUPPORTED.items()]
+                           + [pl.Series("z", rng.normal(size=n)), pl.Series("label", labels)])
+    parquet.write_parquet(tmp_path / "typed.parquet")
+    rows = [f"{i},{(i % 3) * 4096 + 2**64},{i / 7},{'true' if i % 2 else 'false'},c{i % 3},{'ab'[i % 2]}"
+            for i in range(n)]
+    (tmp_path / "typed.csv").write_text("a,big,f,flag,s,label\n" + "\n".join(rows) + "\n")
+    store = str(tmp_path / "store")
+    common = ["--target", "label", "--samples", "2", "--epochs", "2", "--pretrain-epochs", "1", "--folds", "2",
+              "--hidden", "8", "--layers", "1", "--store", store]
+
+    assert main(["value", "--data", str(tmp_path / "typed.parquet"), *common]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "amortval: warning:" in err and "'no '" in err, err
+    assert main(["curate", "--data", str(tmp_path / "typed.parquet"), "--store", store,
+                 "--model-name", "amortval-typed", "--model-version", "1", "--drop-fraction", "0.25"]) == 0, \
+        capsys.readouterr().err
+    curated = pl.read_parquet(tmp_path / "store" / "curated" / "typed.curated.parquet")
+    assert curated.height == n - n // 4 and curated["value"].is_finite().all()
+    assert main(["value", "--data", str(tmp_path / "typed.csv"), *common]) == 0, capsys.readouterr().err
+    tables = [pl.read_parquet(path) for path in (tmp_path / "store" / "values").glob("*.parquet")]
+    assert len(tables) == 2 and all(t.height == n and t["value"].is_finite().all() for t in tables)

@@ -193,7 +193,7 @@ def test_curate_rejects_data_unlike_the_model_and_writes_nothing(valued, files, 
     began = time.perf_counter()
     with pytest.raises(SchemaMismatchError, match=needle):
         curate_dataset(data=str(bad), store=str(store), out=str(out))
-    bad_input[f"curate: {case}"] = time.perf_counter() - began  # includes loading the model from MLflow
+    bad_input[f"scoring | curate: {case}"] = time.perf_counter() - began  # includes loading the model from MLflow
     assert not out.exists() and not (tmp_path / "curated.dropped.parquet").exists()
     assert (_scores_rows(store), _mlflow_runs(result["mlflow_uri"])) == before, "no scores, no MLflow run"
 

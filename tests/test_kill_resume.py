@@ -16,10 +16,15 @@ importing on one core, and the machine has two.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +33,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import psutil
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -45,33 +51,36 @@ def data(tmp_path_factory):
     return write_demo_files(tmp_path_factory.mktemp("kill-data"), seed=3, n_train=N_TRAIN, n_valid=40, n_new=10)
 
 
-def command(data: Path, store: Path) -> list[str]:
+def command(data: Path, store: Path, batch_fits: int = BATCH_FITS) -> list[str]:
+    # --batch-fits changes no result (not part of the run's identity): one reference serves all.
     return [sys.executable, "-m", "amortval.flows.cli", "value", "--data", str(data / "train.parquet"),
             "--valid", str(data / "valid.parquet"), "--target", "label", "--mislabeled-column", "flipped",
-            "--samples", str(SAMPLES), "--batch-fits", str(BATCH_FITS), "--epochs", "5", "--seed", "0",
+            "--samples", str(SAMPLES), "--batch-fits", str(batch_fits), "--epochs", "5", "--seed", "0",
             "--store", str(store)]
 
 
-def start(data: Path, store: Path, env: dict, log: Path) -> subprocess.Popen:
+def start(data: Path, store: Path, env: dict, log: Path, batch_fits: int = BATCH_FITS,
+          argv: list[str] | None = None) -> subprocess.Popen:
     # Own session: the kill reaches every process the run started, as a lost machine would.
     with open(log, "ab") as out:
-        return subprocess.Popen(command(data, store), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(argv or command(data, store, batch_fits), env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_for_flow_start(proc: subprocess.Popen, log: Path, offset: int) -> None:
-    """Block until the process logs 'Beginning flow run' (or exits)."""
+def wait_for_line(proc: subprocess.Popen, log: Path, offset: int, text: str = "Beginning flow run") -> bool:
+    """Block until the process logs ``text`` after ``offset`` (True), or exits (False)."""
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         with open(log, "rb") as f:
             f.seek(offset)
-            if b"Beginning flow run" in f.read():
-                return
+            if text.encode() in f.read():
+                return True
         time.sleep(0.02)
+    return False
 
 
-def run_to_completion(data: Path, store: Path, env: dict, log: Path) -> None:
-    proc = start(data, store, env, log)
+def run_to_completion(data: Path, store: Path, env: dict, log: Path, batch_fits: int = BATCH_FITS) -> None:
+    proc = start(data, store, env, log, batch_fits)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
 
 
@@ -124,7 +133,17 @@ def flow_runs(store: Path) -> list:
 def reference(data, cli_environment, tmp_path_factory):
     store = tmp_path_factory.mktemp("reference") / "store"
     run_to_completion(data, store, cli_environment, store.parent / "run.log")
-    return {"seconds": flow_seconds(store.parent / "run.log"), "values": values(store), "rows": stored(store)["rows"]}
+    return {"seconds": flow_seconds(store.parent / "run.log"), "values": values(store), "rows": stored(store)["rows"],
+            "store": store}
+
+
+def mlflow_statuses(store: Path) -> Counter:
+    """Status -> number of MLflow runs in the store's tracking database."""
+    path = store / "mlflow.db"
+    if not path.exists():
+        return Counter()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return Counter(status for (status,) in con.execute("SELECT status FROM runs"))
 
 
 def trial(index: int, data: Path, reference: dict, env: dict, root: Path) -> Counter:
@@ -136,7 +155,7 @@ def trial(index: int, data: Path, reference: dict, env: dict, root: Path) -> Cou
         delay = float(rng.uniform(0.0, reference["seconds"]))
         offset = log.stat().st_size if log.exists() else 0
         proc = start(data, store, env, log)
-        wait_for_flow_start(proc, log, offset)
+        wait_for_line(proc, log, offset)
         try:
             proc.wait(timeout=delay)
             assert proc.returncode == 0, log.read_text()[-3000:]
@@ -159,6 +178,10 @@ def trial(index: int, data: Path, reference: dict, env: dict, root: Path) -> Cou
     assert state["status"] == "completed"
     assert state["rows"].equals(reference["rows"]), f"trial {index}: samples differ from the uninterrupted run"
     assert values(store).equals(reference["values"]), f"trial {index}: values differ from the uninterrupted run"
+    # A kill during MLflow logging leaves that run RUNNING; the re-run ends it KILLED.
+    tracked = mlflow_statuses(store)
+    assert tracked["RUNNING"] == 0 and tracked["FINISHED"] >= 1, (index, tracked)
+    counts["MLflow runs ended KILLED"] += tracked["KILLED"]
 
     # A SIGKILLed flow run cannot report: it stays Running (or Pending) in Prefect, and
     # the re-run went ahead regardless. Completed ones before the last are runs that
@@ -180,7 +203,7 @@ def kill_and_resume(trials: int, data: Path, reference: dict, env: dict, root: P
         results = list(pool.map(lambda i: trial(i, data, reference, env, root), range(trials)))
     keys = ["trials", "kills", "lost", "duplicated", "orphans", "finished_before_kill", "killed before any batch",
             "killed mid-valuation", "killed after valuation", "killed flow runs left Running",
-            "killed flow runs left Pending", "earlier flow runs Completed"]
+            "killed flow runs left Pending", "earlier flow runs Completed", "MLflow runs ended KILLED"]
     counts = {key: sum(r[key] for r in results) for key in keys}  # Counter's sum would drop the zeros
     figures(f"kill/resume, {trials} trials", f"{counts}; {time.perf_counter() - began:.0f} s "
             f"(reference flow run {reference['seconds']:.1f} s)")
@@ -197,3 +220,201 @@ def test_kill_and_resume_a_few_times(data, reference, cli_environment, tmp_path,
 def test_kill_and_resume_twelve_trials(data, reference, cli_environment, tmp_path, figures):
     # 12 trials (~7 min on 2 cores) keep the whole CI run near 30 minutes; 20 took 11.
     kill_and_resume(12, data, reference, cli_environment, tmp_path, figures)
+
+
+# -- SIGTERM and SIGINT: stop within seconds, one line, no process left, resume exactly ---------
+LONG_BATCH = 100_000  # --batch-fits above the budget's 16,200 fits: one batch, tens of seconds in one thread
+LINE = re.compile(r"amortval: error: interrupted \((SIGTERM|SIGINT)\); (\d+) of (\d+) batches stored; "
+                  r"re-run the same command to resume")
+
+
+def user_environment(env: dict, home: Path) -> dict:
+    """A user's setting: no Prefect API configured, so amortval starts Prefect's temporary
+    server, the child process that must not outlive it (under a PREFECT_HOME of its own)."""
+    return {k: v for k, v in env.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def interrupt(proc: subprocess.Popen, log: Path, offset: int, signum: int, *, after: str, delay: float,
+              group: bool) -> dict:
+    """``delay`` s after the log shows ``after``, send ``signum`` to the process (``kill PID``) or
+    its whole process group (Ctrl-C in a terminal); what it printed, its exit and its children."""
+    assert wait_for_line(proc, log, offset, after), f"{after!r} never appeared: {log.read_text()[-3000:]}"
+    time.sleep(delay)
+    assert proc.poll() is None, "the run ended before the signal: nothing was tested"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    commands = [" ".join(c.cmdline()) for c in children]
+    sent = time.monotonic()
+    (os.killpg if group else os.kill)(proc.pid, signum)
+    code = proc.wait(timeout=120)
+    seconds = time.monotonic() - sent
+    time.sleep(0.2)  # let a dying child finish dying
+    with open(log, "rb") as f:
+        f.seek(offset)
+        output = f.read().decode(errors="replace")
+    return {"code": code, "seconds": seconds, "output": output, "children": commands,
+            "survivors": [c.pid for c in children if _alive(c)]}
+
+
+def check_stopped(result: dict, signum: int, store: Path) -> None:
+    """Exit 128 + signal, one line naming what is stored (the store agrees), no traceback,
+    Prefect's temporary server among the children and none of them left."""
+    output = result["output"]
+    assert result["code"] == 128 + signum, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("amortval: error:")]
+    assert len(lines) == 1, output[-3000:]
+    match = LINE.fullmatch(lines[0])
+    assert match and match.group(1) == signal.Signals(signum).name, lines[0]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    assert int(match.group(2)) == stored(store)["batches"], (lines[0], stored(store)["batches"])
+    assert any("prefect.server.api.server" in c for c in result["children"]), \
+        "no temporary API server was running: the child check would mean nothing"
+    assert result["survivors"] == [], f"children outlived amortval: {result['survivors']}"
+    assert result["seconds"] < 10, result["seconds"]
+
+
+def signal_trial(name: str, plan: list[tuple], batch_fits: int, data: Path, reference: dict, env: dict,
+                 root: Path) -> dict:
+    """Interrupt the run once per (signal, group, delay) in ``plan``, each ``delay`` s after the
+    run's plan line, then finish it; the stop times. Values must equal the uninterrupted run's."""
+    store, log = root / name / "store", root / f"{name}.log"
+    env = user_environment(env, root / name / "prefect-home")
+    stops = []
+    for signum, group, delay in plan:
+        offset = log.stat().st_size if log.exists() else 0
+        proc = start(data, store, env, log, batch_fits)
+        result = interrupt(proc, log, offset, signum, after="plan:", delay=delay, group=group)
+        check_stopped(result, signum, store)
+        stops.append((signal.Signals(signum).name, "group" if group else "process", result["seconds"]))
+    run_to_completion(data, store, env, log, batch_fits)
+    state = stored(store)
+    assert (state["samples"], state["distinct"], state["orphans"], state["status"]) == \
+        (PLANNED, PLANNED, 0, "completed"), (name, state)
+    assert state["rows"].equals(reference["rows"]), f"{name}: samples differ from the uninterrupted run"
+    assert values(store).equals(reference["values"]), f"{name}: values differ from the uninterrupted run"
+    assert mlflow_statuses(store)["RUNNING"] == 0
+    con = duckdb.connect(str(store / "amortval.duckdb"), read_only=True)
+    try:
+        longest = con.execute("SELECT max(seconds) FROM batches").fetchall()[0][0]
+    finally:
+        con.close()
+    return {"stops": stops, "longest batch": longest}
+
+
+def curate_trial(data: Path, reference: dict, env: dict, root: Path) -> dict:
+    """``amortval curate`` stopped by SIGTERM inside its flow: the same one line, no child left,
+    no temporary file, and the store free for the next command (as after a finished one)."""
+    store = root / "curate" / "store"
+    shutil.copytree(reference["store"], store)  # a store with a registered model, moved (relocated)
+    env, log = user_environment(env, root / "curate" / "prefect-home"), root / "curate.log"
+    argv = [sys.executable, "-m", "amortval.flows.cli", "curate", "--data", str(data / "new.parquet"),
+            "--mislabeled-column", "flipped", "--store", str(store), "--model-version", "1"]  # gate may have failed
+    proc = start(data, store, env, log, argv=argv)
+    result = interrupt(proc, log, 0, signal.SIGTERM, after="Beginning flow run", delay=0.5, group=False)
+    lines = [line for line in result["output"].splitlines() if line.startswith("amortval: error:")]
+    assert result["code"] == 143 and lines == [
+        "amortval: error: interrupted (SIGTERM); the curation did not finish; re-run the same command"], \
+        result["output"][-3000:]
+    assert "Traceback" not in result["output"] and result["survivors"] == [], result
+    assert not list(store.rglob("*.tmp")), "an interrupted write left a temporary file"
+    duckdb.connect(str(store / "amortval.duckdb"), read_only=True).close()  # not held: the process is gone
+    return {"stops": [("SIGTERM", "curate", result["seconds"])]}
+
+
+def _stops(stops: list[tuple]) -> str:
+    return ", ".join(f"{name} to the {how} {seconds:.1f} s" for name, how, seconds in stops)
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigint_stop_within_seconds_and_the_re_run_resumes(data, reference, cli_environment, tmp_path,
+                                                                      figures):
+    """TERM to the process (``kill PID``) and INT to its group (Ctrl-C): twice with the run's only
+    batch (all 16,200 fits, which no signal can stop a thread from computing) in flight, and
+    twice between short batches, each run then finished; and curate stopped by TERM."""
+    rng = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(99,)))
+    trials = [
+        lambda: signal_trial("long-batch", [(signal.SIGTERM, False, 2.0), (signal.SIGINT, True, 2.0)], LONG_BATCH,
+                             data, reference, cli_environment, tmp_path),
+        lambda: signal_trial("short-batches", [(signal.SIGINT, True, float(rng.uniform(0.5, 4.0))),
+                                               (signal.SIGTERM, False, float(rng.uniform(0.5, 4.0)))],
+                             BATCH_FITS, data, reference, cli_environment, tmp_path),
+        lambda: curate_trial(data, reference, cli_environment, tmp_path),
+    ]
+    began = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        long_batch, short, curate = pool.map(lambda run: run(), trials)
+    figures("signals", f"exit after the signal with the long batch ({long_batch['longest batch']:.0f} s) in flight: "
+            f"{_stops(long_batch['stops'])}; between short batches: {_stops(short['stops'])}; "
+            f"{_stops(curate['stops'])}; one line each, no child left, re-runs bit-identical; "
+            f"{time.perf_counter() - began:.0f} s")
+
+
+# -- a full disk mid-run: one line, no temp file, the re-run after freeing space resumes -------
+DISK_FULL_RUN = textwrap.dedent("""
+    import json, os, shutil, subprocess, sys, time
+    mount, command, env, log, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mount], check=True)
+    with open(log, "ab") as f:
+        run = subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT)
+    while b"plan:" not in open(log, "rb").read() and run.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    filler = open(os.path.join(mount, "filler"), "wb", buffering=0)
+    for size in (1 << 20, 1 << 12, 1):  # to the last byte: a small write must fail too
+        try:
+            while True:
+                filler.write(bytes(size))
+        except OSError:
+            pass
+    first = run.wait()
+    files = sorted(os.path.relpath(os.path.join(d, n), mount) for d, _, ns in os.walk(mount) for n in ns)
+    filler.close()
+    os.remove(os.path.join(mount, "filler"))
+    with open(log, "ab") as f:
+        second = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    store = os.path.join(mount, "store")
+    for name in ("amortval.duckdb", "values"):
+        (shutil.copytree if name == "values" else shutil.copy)(os.path.join(store, name), os.path.join(out, name))
+    json.dump({"first": first, "second": second, "files": files}, open(os.path.join(out, "result.json"), "w"))
+""")
+
+
+@pytest.mark.slow
+def test_a_disk_filling_up_mid_run_is_one_line_and_the_re_run_resumes(data, reference, cli_environment, tmp_path,
+                                                                       figures):
+    """On a real 48 MB tmpfs (in a user and mount namespace, so no root is needed where the
+    system allows them), another process fills the disk a second into the valuation: the run
+    ends with one line naming the store file and the full disk, leaves no temporary file,
+    and after the space is freed the same command resumes to values bit-identical to an
+    uninterrupted run."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user and mount namespaces here: ENOSPC is injected in-process instead (test_storage.py)")
+    mount, out = tmp_path / "tmpfs", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    env = user_environment(cli_environment, tmp_path / "prefect-home")
+    log = tmp_path / "run.log"
+    began = time.perf_counter()
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", DISK_FULL_RUN,
+                    str(mount), json.dumps(command(data, mount / "store")), json.dumps(env), str(log), str(out)],
+                   check=True, timeout=600)
+    result = json.loads((out / "result.json").read_text())
+    output = log.read_text()
+    lines = [line for line in output.splitlines() if line.startswith("amortval: error:")]
+    assert result["first"] == 2 and len(lines) == 1, output[-3000:]
+    assert "the disk is full" in lines[0] and str(mount / "store") in lines[0], lines[0]
+    assert "Traceback" not in output, output[-3000:]
+    assert not [f for f in result["files"] if f.endswith((".tmp", ".tmp.npz")) or "amortval-probe" in f], \
+        result["files"]
+    assert result["second"] == 0, output[-3000:]
+    state = stored(out)
+    assert state["rows"].equals(reference["rows"]) and values(out).equals(reference["values"])
+    figures("disk full", f"48 MB tmpfs filled 1 s into the valuation: exit 2, '{lines[0][:120]}...'; "
+            f"re-run resumed, values bit-identical; {time.perf_counter() - began:.0f} s")

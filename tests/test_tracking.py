@@ -43,7 +43,7 @@ def _model(frame: pl.DataFrame) -> ValuationModel:
 
 
 def _log(uri: str, model: ValuationModel, frame: pl.DataFrame, *, gate_passed: bool,
-         name: str) -> SimpleNamespace:
+         name: str, tags: dict | None = None) -> SimpleNamespace:
     values = model.predict(frame)
     mislabeled = np.arange(20) % 7 == 0
     figures = {
@@ -59,7 +59,7 @@ def _log(uri: str, model: ValuationModel, frame: pl.DataFrame, *, gate_passed: b
         history=HISTORY,
         tables={"values": pl.DataFrame({"point": np.arange(20), "value": values})},
         figures=figures, model=model, input_example=frame.head(5).to_pandas(),
-        tags={"dataset": "tiny"},
+        tags=tags or {"dataset": "tiny"},
     )
     registered = tracking.register(uri, NAME, model_uri=logged.model_uri, run_id=logged.run_id,
                                    model_id=logged.model_id, gate_passed=gate_passed,
@@ -251,3 +251,66 @@ def test_a_migration_killed_midway_leaves_no_database_behind(tmp_path, monkeypat
     experiment_id = tracking.init_tracking(uri, tmp_path, EXPERIMENT)
     assert MlflowClient(uri, uri).get_experiment(experiment_id).name == EXPERIMENT
     assert not list(tmp_path.glob(".mlflow.db.*")), "no private migration file left behind"
+
+
+def test_a_run_killed_while_logging_is_ended_killed_by_the_re_run(logged, monkeypatch):
+    """SIGKILL while logging leaves the MLflow run RUNNING (nothing in the process can end it);
+    the re-run of the same valuation ends it KILLED before logging its own. Other valuations'
+    runs are left alone."""
+    client, uri = logged["client"], logged["uri"]
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    killed = client.create_run(experiment_id, tags={"amortval.run_id": "valuation-a"}).info.run_id
+    other = client.create_run(experiment_id, tags={"amortval.run_id": "valuation-b"}).info.run_id
+    _log(uri, logged["model"], logged["frame"], gate_passed=False, name="re-run",
+         tags={"amortval.run_id": "valuation-a"})
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(other).info.status == "RUNNING"
+    client.set_terminated(other, status="FINISHED")
+
+
+def test_a_signal_while_logging_ends_the_run_killed_not_failed(logged, monkeypatch):
+    """SIGTERM/SIGINT reach the logging as ``Interrupted`` (flows/interrupt.py): the run is
+    KILLED, as MLflow's UI says of a stopped run; no run is left RUNNING."""
+    import signal
+
+    import mlflow
+
+    from amortval.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    client = logged["client"]
+    monkeypatch.setattr(mlflow, "log_figure", interrupted)
+    with pytest.raises(Interrupted):
+        _log(logged["uri"], logged["model"], logged["frame"], gate_passed=False, name="stopped",
+             tags={"amortval.run_id": "valuation-c"})
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (run,) = client.search_runs([experiment_id], filter_string="tags.`amortval.run_id` = 'valuation-c'")
+    assert run.info.status == "KILLED"
+
+
+def test_a_full_disk_while_logging_is_a_storage_error_naming_the_database(logged, monkeypatch):
+    """SQLite's "database or disk is full", as MLflow raises it (wrapped twice), is one line
+    naming the tracking database; the run is ended FAILED, not left RUNNING."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from amortval.errors import StorageError
+
+    def full(*args, **kwargs):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as error:
+            raise MlflowException(f"(sqlite3.OperationalError) {error}") from error
+
+    client = logged["client"]
+    monkeypatch.setattr(mlflow, "log_figure", full)
+    with pytest.raises(StorageError, match=r"cannot write .*mlflow.db: the disk is full"):
+        _log(logged["uri"], logged["model"], logged["frame"], gate_passed=False, name="full",
+             tags={"amortval.run_id": "valuation-d"})
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (run,) = client.search_runs([experiment_id], filter_string="tags.`amortval.run_id` = 'valuation-d'")
+    assert run.info.status == "FAILED"

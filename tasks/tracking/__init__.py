@@ -19,6 +19,7 @@ from amortval.tasks.tracking.registry import (
 from amortval.tasks.tracking.runs import (
     LoggedRun,
     TrainingTable,
+    end_stale_runs,
     flatten_params,
     log_curation_run,
     log_valuation_run,
@@ -26,7 +27,7 @@ from amortval.tasks.tracking.runs import (
 )
 
 __all__ = [
-    "CHAMPION", "LoggedRun", "Registered", "TrainingTable", "ValuationPyfunc", "flatten_params", "init_tracking",
-    "load_registered_model", "log_curation_run", "log_valuation_run", "model_signature", "register",
+    "CHAMPION", "LoggedRun", "Registered", "TrainingTable", "ValuationPyfunc", "end_stale_runs", "flatten_params",
+    "init_tracking", "load_registered_model", "log_curation_run", "log_valuation_run", "model_signature", "register",
     "relocate", "run_exists", "source_experiment", "tracking_uri", "versions",
 ]

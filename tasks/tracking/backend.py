@@ -35,7 +35,8 @@ from mlflow.protos.databricks_pb2 import (  # noqa: E402
 )
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from amortval.errors import AmortvalError  # noqa: E402
+from amortval.errors import AmortvalError, storage_errors  # noqa: E402
+from amortval.tasks.paths import TRACKING_FILE, tracking_tables  # noqa: E402
 
 ARTIFACTS = "mlartifacts"
 ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
@@ -54,7 +55,7 @@ def tracking_uri(store_dir: str | Path) -> str:
     configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if configured:
         return configured
-    return f"sqlite:///{(Path(store_dir).resolve() / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(Path(store_dir).resolve() / TRACKING_FILE).as_posix()}"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -77,6 +78,11 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str) -> st
     server keeps its own artifact policy.
     """
     db = sqlite_path(uri)
+    with storage_errors(db or uri):
+        return _init_tracking(uri, db, store_dir, experiment)
+
+
+def _init_tracking(uri: str, db: Path | None, store_dir: str | Path | None, experiment: str) -> str:
     if db is not None:
         if not db.exists():
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -103,12 +109,7 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str) -> st
 
 def check_sqlite(path: Path) -> None:
     """AmortvalError naming the file unless it is a readable SQLite database with MLflow's tables."""
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as error:
-        raise AmortvalError(f"MLflow database {path} is damaged ({error}); move it aside to start a new "
-                            "tracking history (the DuckDB samples are kept and re-logged)") from None
+    tables = tracking_tables(path)  # StorageError if damaged
     if "experiments" not in tables:
         raise AmortvalError(f"{path} is not an MLflow tracking database (no 'experiments' table); "
                             "move it aside or set MLFLOW_TRACKING_URI")

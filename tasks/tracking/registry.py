@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
-from amortval.errors import ModelNotFoundError
+from amortval.errors import ModelNotFoundError, storage_errors
 from amortval.models.valuation_model import ValuationModel
 from amortval.tasks.tracking.backend import (
     ALREADY_EXISTS,
@@ -51,7 +51,7 @@ def register(uri: str, name: str, *, model_uri: str, run_id: str, model_id: str 
     so that is pointed at ``uri`` too (else a fresh process looks in ``./mlflow.db``).
     """
     mlflow_client = client(uri)
-    with quiet(), using(uri):
+    with quiet(), using(uri), storage_errors(sqlite_path(uri) or uri):
         try:
             mlflow_client.create_registered_model(name)
         except MlflowException as error:

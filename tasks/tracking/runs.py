@@ -25,11 +25,13 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from amortval.errors import storage_errors
 from amortval.models.valuation_model import ValuationModel
 from amortval.tasks.tracking.backend import DOES_NOT_EXIST, client, init_tracking, quiet, sqlite_path, using
 from amortval.tasks.tracking.pyfunc import MODEL_ARTIFACT, MODEL_CODE, PIP_REQUIREMENTS, model_signature
 
 HISTORY_KEYS = ("train_mse", "heldout_mse")
+RUN_ID_TAG = "amortval.run_id"  # the valuation's run id: a re-run logs under the same one
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,18 @@ def log_valuation_run(
     step = epoch. ``started_at`` (a ``time.time()``) makes the run's duration cover the
     whole valuation, not only the logging. ``dataset`` is logged as the run's training
     input (the UI's Dataset column), ``summary`` as ``summary.md`` (Markdown that links
-    the figures). Figures are cleared after logging (consumed).
+    the figures). Figures are cleared after logging (consumed). Runs of the same
+    valuation (``tags[RUN_ID_TAG]``) left RUNNING by a killed process are ended first
+    (``end_stale_runs``); a run interrupted here ends KILLED, a failed one FAILED.
     """
     experiment_id = _experiment_id(uri, experiment)
     mlflow_client = client(uri)
     scalars = _scalar_metrics(metrics)
     run_tags = {str(k): str(v) for k, v in tags.items()}
     start_ms = int((started_at or time.time()) * 1000)
-    with quiet(), using(uri):
+    if RUN_ID_TAG in run_tags:
+        end_stale_runs(uri, experiment_id, run_tags[RUN_ID_TAG])
+    with quiet(), using(uri), storage_errors(sqlite_path(uri) or uri):
         created = mlflow_client.create_run(experiment_id, start_time=start_ms, tags=run_tags, run_name=run_name)
         run_id = created.info.run_id
         try:
@@ -119,10 +125,30 @@ def log_valuation_run(
                         input_example=input_example,
                         pip_requirements=PIP_REQUIREMENTS,
                     )
-        except BaseException:
-            mlflow_client.set_terminated(run_id, status="FAILED")
+        except BaseException as error:
+            # Ctrl-C or SIGTERM (errors.Interrupted is a KeyboardInterrupt) ends the run KILLED, as
+            # MLflow's UI means it; a crash FAILED.
+            mlflow_client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt)
+                                         else "FAILED")
             raise
     return LoggedRun(run_id=run_id, model_uri=info.model_uri, model_id=getattr(info, "model_id", None))
+
+
+def end_stale_runs(uri: str, experiment_id: str, valuation_run_id: str) -> list[str]:
+    """Mark KILLED the MLflow runs of this valuation still RUNNING; their ids.
+
+    A process killed while logging (SIGKILL, a lost machine) cannot end its MLflow run,
+    which would show RUNNING forever next to the re-run's. Called by the re-run before it
+    logs: the store's DuckDB lock admits one process per store, so no live process is
+    logging this valuation into the store's own tracking database. (A tracking server
+    shared by several stores could see two at once; their runs are told apart by run id.)
+    """
+    mlflow_client = client(uri)
+    stale = mlflow_client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{valuation_run_id}' AND attributes.status = 'RUNNING'")
+    for run in stale:
+        mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def run_exists(uri: str, run_id: str | None) -> bool:
@@ -162,15 +188,19 @@ def log_curation_run(
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()} | {"amortval.kind": "curation"}
     if model_uri is not None:
         run_tags["model_uri"] = model_uri
-    with quiet(), using(uri), mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                               tags=run_tags) as run:
-        mlflow.log_params({k: _param_text(v) for k, v in flatten_params(params).items()})
-        mlflow.log_metrics(_scalar_metrics(metrics))
-        if table is not None:
-            with tempfile.TemporaryDirectory(prefix="amortval-mlflow-") as scratch:
-                path = Path(scratch) / f"{table_name}.parquet"
-                table.write_parquet(path)
-                mlflow.log_artifact(str(path), artifact_path="tables")
+    with quiet(), using(uri), storage_errors(sqlite_path(uri) or uri), \
+            mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
+        try:
+            mlflow.log_params({k: _param_text(v) for k, v in flatten_params(params).items()})
+            mlflow.log_metrics(_scalar_metrics(metrics))
+            if table is not None:
+                with tempfile.TemporaryDirectory(prefix="amortval-mlflow-") as scratch:
+                    path = Path(scratch) / f"{table_name}.parquet"
+                    table.write_parquet(path)
+                    mlflow.log_artifact(str(path), artifact_path="tables")
+        except KeyboardInterrupt:  # MLflow's context would say FAILED
+            mlflow.end_run("KILLED")
+            raise
         return run.info.run_id
 
 
