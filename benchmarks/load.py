@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from amortval.data.store import ValuationStore
+from amortval.tasks.runtime import peak_rss_mb
 from amortval.tasks.streams import stream
 
 RUN = "load-benchmark"
@@ -45,18 +45,6 @@ def chain_batch(seed: int, batch: int, points: int, chains: int) -> pl.DataFrame
         "weight": np.ones(perm.size),
         "status": STATUSES[(size < 3) * rng.integers(1, 4, perm.size)],
     })
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. /proc's VmHWM starts afresh at exec;
-    ru_maxrss would also count a parent's memory inherited at fork (e.g. pytest's)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(call, repeat: int = 1) -> tuple[float, object]:
