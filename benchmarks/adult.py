@@ -20,6 +20,7 @@ from amortval.data.problem import Problem
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 ADULT = DATASETS / "adult" / "adult.data"
+ADULT_TEST = DATASETS / "adult" / "adult.test"  # first line a UCI comment, labels end in "."
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
            "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week",
            "native_country", "income"]
@@ -33,11 +34,14 @@ class AdultSplit:
     flipped: np.ndarray  # bool (n,)
 
 
-def read_adult() -> pl.DataFrame:
-    if not ADULT.exists():
-        raise FileNotFoundError(f"UCI adult not found at {ADULT} (see ../shared/datasets/README.md)")
-    raw = pl.read_csv(ADULT, has_header=False, new_columns=COLUMNS).drop_nulls("income")  # a blank last line
-    return raw.with_columns(pl.col(pl.String).str.strip_chars()).with_columns(pl.col(NUMERIC).cast(pl.Int64))
+def read_adult(path: Path = ADULT) -> pl.DataFrame:
+    """adult.data or adult.test as typed columns; ``?`` (missing) kept as a value."""
+    if not path.exists():
+        raise FileNotFoundError(f"UCI adult not found at {path} (see ../shared/datasets/README.md)")
+    raw = pl.read_csv(path, has_header=False, new_columns=COLUMNS, comment_prefix="|",
+                      infer_schema=False).drop_nulls("income")  # a blank last line
+    return raw.with_columns(pl.col(pl.String).str.strip_chars()).with_columns(
+        pl.col(NUMERIC).cast(pl.Int64), pl.col("income").str.strip_chars_end("."))
 
 
 def adult_problem(n: int, *, seed: int = 0, n_valid: int = 100, n_test: int = 1000,

@@ -14,7 +14,9 @@ Cost, in fits per sample of every probe (P probes, n points):
 
 For Shapley both first samplers give each point a sample with the *same* distribution
 (size uniform, then a uniform coalition of that size), so the default picks the cheaper:
-permutation chains unless 2P < n + 1. Other semivalues default to the pipeline's sampler.
+permutation chains unless 2P < n + 1. Distributional Shapley likewise: its block sampler
+samples all n points for about n fits per draw, so independent draws for the probes
+win when 2P < n + 1. Other semivalues default to the pipeline's sampler.
 
 **Seed.** With the same seed and sampler as a run, the truth would replay that run's
 own draws and share its errors: give the truth a seed no judged run uses. ``utility_seed`` is the run's seed (it fixes the MLP initialization and XGBoost),
@@ -63,7 +65,8 @@ class TruthSpec:
 
     ``probes`` are training-point indices (kept sorted and unique). ``sampler`` None
     picks by cost (module docstring). ``batch_fits`` sizes batches only: like the worker
-    count it changes no draw and is not part of the id.
+    count it changes no draw and is not part of the id. ``min_size`` / ``max_size``
+    (distributional only) None means the run config's default.
     """
 
     probes: tuple[int, ...]
@@ -77,6 +80,8 @@ class TruthSpec:
     beta: float = 1.0
     batch_fits: int = 2000
     knn_k: int = 5
+    min_size: int | None = None
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         probes = tuple(sorted({int(p) for p in self.probes}))
@@ -92,15 +97,16 @@ class TruthSpec:
     def sampling_config(self) -> SamplingConfig:
         from amortval.tasks.config import RunConfig
 
+        sizes = {k: v for k, v in (("min_size", self.min_size), ("max_size", self.max_size)) if v is not None}
         return RunConfig.from_options(method=self.method, sampler=self.sampler, seed=self.seed,
-                                      alpha=self.alpha, beta=self.beta).sampling
+                                      alpha=self.alpha, beta=self.beta, **sizes).sampling
 
     def resolved(self, n: int) -> TruthSpec:
         """The spec for a problem of n points: probes checked, sampler chosen."""
         if self.probes[0] < 0 or self.probes[-1] >= n:
             raise ConfigError(f"probe points must be training indices in [0, {n}), got {self.probes[0]}..{self.probes[-1]}")
         sampler = self.sampler or DEFAULT_SAMPLER[self.method]
-        if self.sampler is None and sampler == "permutation" and 2 * len(self.probes) < n + 1:
+        if self.sampler is None and sampler in ("permutation", "distributional") and 2 * len(self.probes) < n + 1:
             sampler = "independent"
         return dataclasses.replace(self, sampler=sampler)
 
@@ -110,6 +116,11 @@ class TruthSpec:
         del raw["batch_fits"]
         if self.learner != "knn":
             del raw["knn_k"]
+        if self.method == "distributional":  # resolved, so a default spelled out is the same truth
+            sampling = self.sampling_config()
+            raw.update(min_size=sampling.min_size, max_size=sampling.max_size)
+        else:
+            del raw["min_size"], raw["max_size"]
         return raw
 
     def truth_id(self, problem: Problem) -> str:
@@ -122,7 +133,9 @@ class TruthSpec:
 def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
     """The sampler of a resolved spec for a problem of n points."""
     if spec.sampler == "independent":
-        pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta)
+        sampling = spec.sampling_config()
+        pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta,
+                                min_size=sampling.min_size, max_size=sampling.max_size)
         return IndependentSampler(n, pmf, points=np.asarray(spec.probes))
     return make_sampler(spec.sampling_config(), n)
 

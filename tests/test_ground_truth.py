@@ -25,6 +25,7 @@ from amortval.tasks.ground_truth import (
     summarize_draws,
     truth_batch,
 )
+from amortval.tasks.config import RunConfig
 from amortval.tasks.metrics import mse, nmse, pearson
 from amortval.tasks.samplers import plan_segments
 from amortval.tasks.samplers.independent import IndependentSampler
@@ -76,6 +77,26 @@ def test_truth_of_a_game_matches_exact_semivalues(method, sampler):
     assert frame["count"].to_list() == [3000, 3000]
     z = (frame["value"].to_numpy() - exact) / frame["stderr"].to_numpy()
     assert np.all(np.abs(z) < 4), z
+
+
+def test_distributional_truth_matches_exact_values_for_its_size_range():
+    """The truth of a distributional run draws |S| from that run's min_size..max_size-1."""
+    game = random_game(7, seed=4)
+    spec = TruthSpec(probes=(5, 1), samples=3000, seed=11, method="distributional", min_size=1, max_size=4,
+                     batch_fits=400)
+    assert spec.resolved(game.n).sampler == "independent"  # 2 probes: 2 fits a sample beat ~n a draw
+    frame = game_truth(game, spec)
+    exact = exact_semivalues(game, "distributional", min_size=1, max_size=4)[[1, 5]]
+    z = (frame["value"].to_numpy() - exact) / frame["stderr"].to_numpy()
+    assert np.all(np.abs(z) < 4), z
+    shapley = exact_semivalues(game, "shapley")[[1, 5]]
+    assert np.any(np.abs(frame["value"].to_numpy() - shapley) > 6 * frame["stderr"].to_numpy())  # teeth
+    problem = small_problem()
+    same = TruthSpec(probes=(1, 5), samples=10, seed=1, method="distributional")
+    spelled = TruthSpec(probes=(1, 5), samples=10, seed=1, method="distributional", min_size=0,
+                        max_size=RunConfig().sampling.max_size)
+    other = TruthSpec(probes=(1, 5), samples=10, seed=1, method="distributional", max_size=5)
+    assert same.truth_id(problem) == spelled.truth_id(problem) != other.truth_id(problem)
 
 
 def test_truth_converges_to_exact_shapley_with_a_real_learner(problem_path):
