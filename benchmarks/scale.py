@@ -2,7 +2,8 @@
 
     python benchmarks/scale.py --quick --json benchmarks/results/scale_quick.json   # electricity only
     python benchmarks/scale.py --json benchmarks/results/scale.json                 # every case
-    python benchmarks/scale.py --cases synthetic-10000 --json benchmarks/results/scale.json
+    python benchmarks/scale.py --cases synthetic-10000-xgboost --json benchmarks/results/scale.json
+    python benchmarks/scale.py --replot --json benchmarks/results/scale.json        # table and plot only
 
 Each case runs ``amortval value`` (as the Python API, in its own process, on a fresh store)
 with the XGBoost utility (the 1M rows also with logreg), ``--method distributional``
