@@ -2,7 +2,8 @@
 
     python benchmarks/scale.py --quick --json benchmarks/results/scale_quick.json   # electricity only
     python benchmarks/scale.py --json benchmarks/results/scale.json                 # every case
-    python benchmarks/scale.py --cases synthetic-10000 --json benchmarks/results/scale.json
+    python benchmarks/scale.py --cases synthetic-10000-xgboost --json benchmarks/results/scale.json
+    python benchmarks/scale.py --replot --json benchmarks/results/scale.json        # table and plot only
 
 Each case runs ``amortval value`` (as the Python API, in its own process, on a fresh store)
 with the XGBoost utility (the 1M rows also with logreg), ``--method distributional``
@@ -12,13 +13,14 @@ row, MLflow. Then, outside the timed run: probe quality against a stored many-sa
 and a plain label-error reference (``scale_quality.py``).
 
 **Budget rule** (the same at every size): ``--points min(training rows, 2,500)`` and
-``--samples 2``. A distributional sample of a sampled row costs about 2 fits of at most
-1,000 rows whatever the table (2 + n / (1,000 P) exactly), so every case has ~10-12K fits:
-~5 minutes of sampling at the ~35-45 fits/s this benchmark measured on 2 busy cores,
-which leaves room for amortizing a 45K-row table (~1-2 minutes) and recording it within
-10 minutes. The rest of the pipeline grows with the rows (reading, the network's
-pretraining and scoring of every row, point-removal refits): that is what the growth plot
-shows.
+``--samples 2``. A distributional sample of a sampled row costs about 2 - P/n fits of at
+most 1,000 rows whatever the table (a block evaluates the prefixes just before and at its
+sampled rows, shared by neighbours both sampled), so every case has 8-10K fits:
+3-7 minutes of sampling at the 24-55 fits/s measured on 2 busy cores (fewer features and
+a smaller validation set are faster), which leaves room for amortizing a 45K-row table
+(~1-2 minutes) and recording it within 10 minutes. The rest of the pipeline grows with
+the rows (reading, the network's pretraining and scoring of every row, point-removal
+refits): that is what the growth plot shows.
 
 Cases: electricity (45,312 rows), UCI adult (45,222 complete rows), synthetic 10K / 100K /
 1M rows (20 features); the 1M table with logreg and XGBoost on a local Dask cluster
@@ -99,7 +101,8 @@ def environment(cache: Path) -> dict[str, str]:
     return {**env, **ENVIRONMENT, "PREFECT_HOME": str(cache / "prefect-home"), "PYTHONUNBUFFERED": "1"}
 
 
-def run_case(case: Case, args: argparse.Namespace) -> dict:
+def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
+    """The timed run and what needs no truth; returns (record, values file, problem file)."""
     cache = Path(args.cache)
     data = table(case.dataset, cache / "tables")
     store = cache / "runs" / case.name
@@ -146,11 +149,16 @@ def run_case(case: Case, args: argparse.Namespace) -> dict:
         "gate_passed": bool(summary["gate_passed"]), "stages": stages,
         "load_before": load_before, "load_after": load_after, "cpus": os.cpu_count(),
     }
-    record |= probe_quality(values, problem_path, learner=case.learner, run_seed=SEED,
-                            truth_samples=args.truth_samples, truth_store=cache / "truth.duckdb")
-    print(f"[{case.name}] probes: Pearson {record['probe_pearson']:.3f}, nMSE {record['probe_nmse']:.3f}; "
+    return record, Path(summary["values_path"]), problem_path
+
+
+def add_probe_quality(record: dict, values: Path, problem_path: str, args: argparse.Namespace) -> None:
+    """Probe metrics against the stored truth (computed now if it is not stored yet)."""
+    print(f"[{record['case']}] probe truth, {args.truth_samples} samples per probe", flush=True)
+    record |= probe_quality(pl.read_parquet(values), problem_path, learner=record["learner"], run_seed=SEED,
+                            truth_samples=args.truth_samples, truth_store=Path(args.cache) / "truth.duckdb")
+    print(f"[{record['case']}] probes: Pearson {record['probe_pearson']:.3f}, nMSE {record['probe_nmse']:.3f}; "
           f"truth's own nMSE {record['truth_nmse']:.3f}", flush=True)
-    return record
 
 
 def print_table(records: list[dict]) -> None:
@@ -158,25 +166,30 @@ def print_table(records: list[dict]) -> None:
             f"{'probe r':>7} {'nMSE':>6} {'flipAUC':>7} {'ref AUC':>7} {'truth nMSE':>10} {'load':>5}")
     print(head + "\n" + "-" * len(head))
     for r in records:
+        probe = {k: format(r[k], f) if r.get(k) is not None else "n/a"
+                 for k, f in (("probe_pearson", ".3f"), ("probe_nmse", ".2f"), ("truth_nmse", ".2f"))}
         print(f"{r['case']:32} {r['rows']:9,} {r['points_sampled']:6,} {r['samples_per_point']:2} {r['fits']:7,} "
-              f"{r['wall_s']:7.0f} {r['fits_per_s']:7.1f} {r['peak_rss_mb']:7.0f} {r['probe_pearson']:7.3f} "
-              f"{r['probe_nmse']:6.2f} {r['flip_auroc']:7.3f} {r['flip_auroc_reference']:7.3f} "
-              f"{r['truth_nmse']:10.2f} {(r['load_before'] + r['load_after']) / 2:5.1f}")
+              f"{r['wall_s']:7.0f} {r['fits_per_s']:7.1f} {r['peak_rss_mb']:7.0f} {probe['probe_pearson']:>7} "
+              f"{probe['probe_nmse']:>6} {r['flip_auroc']:7.3f} {r['flip_auroc_reference']:7.3f} "
+              f"{probe['truth_nmse']:>10} {(r['load_before'] + r['load_after']) / 2:5.1f}")
 
 
 def growth_figure(records: list[dict]):
     """Wall time against rows for the cases of the growth curve that were measured."""
     from matplotlib.figure import Figure
 
-    points = sorted((r["rows"], r["wall_s"], r["case"]) for r in records if r["case"] in GROWTH)
-    if len(points) < 2:
+    chosen = sorted((r for r in records if r["case"] in GROWTH), key=lambda r: r["rows"])
+    if len(chosen) < 2:
         return None
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.subplots()
-    rows, wall = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-    ax.loglog(rows, wall, "o-", color="tab:blue", label="measured (whole pipeline)")
+    rows, wall = np.array([r["rows"] for r in chosen]), np.array([r["wall_s"] for r in chosen])
+    ax.loglog(rows, wall, "o-", color="tab:blue", label="whole pipeline")
+    for stage, color in (("sampling_s", "tab:orange"), ("amortization_s", "tab:green")):
+        ax.loglog(rows, [r["stages"][stage] for r in chosen], "s--", color=color, markersize=4,
+                  label=stage.removesuffix("_s"))
     ax.loglog(rows, wall[0] * rows / rows[0], ":", color="tab:gray", label="linear in rows")
-    for n, w, name in points:
+    for n, w, name in ((r["rows"], r["wall_s"], r["case"]) for r in chosen):
         ax.annotate(name.split("-xgboost")[0], (n, w), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_xlabel("rows in the table")
     ax.set_ylabel("wall time, s (2 cores)")
@@ -195,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="samples per probe of the stored truth (a new count is a new truth, computed once)")
     parser.add_argument("--cache", default="benchmarks/.store/scale", help="tables, run stores, the truth store")
     parser.add_argument("--plots", default="benchmarks/results", help="folder for the growth plot ('' for none)")
+    parser.add_argument("--replot", action="store_true", help="redraw the table and plot from --json; run nothing")
     args = parser.parse_args(argv)
-    names = QUICK if args.quick else args.cases or [c.name for c in CASES]
+    names = [] if args.replot else QUICK if args.quick else args.cases or [c.name for c in CASES]
     cases = [c for c in CASES if c.name in names]
     missing = scale_data.available()
     if missing and any(not c.dataset.startswith("synthetic-") for c in cases):
@@ -206,12 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.json)
     kept = json.loads(out.read_text())["records"] if out.exists() else []
     records = [r for r in kept if r["case"] not in names]
-    for case in cases:
-        records.append(run_case(case, args))
+
+    def save() -> None:
         records.sort(key=lambda r: [c.name for c in CASES].index(r["case"]))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"records": records, "budget": {"points_cap": POINTS_CAP, "samples": SAMPLES,
                                    "max_size": MAX_SIZE, "seed": SEED}}, indent=1, default=float))
+
+    # Every timed run first, each saved at once; then the truths (hours when not stored yet).
+    measured = []
+    for case in cases:
+        record, values, problem_path = run_case(case, args)
+        records.append(record)
+        measured.append((record, values, problem_path))
+        save()
+    for record, values, problem_path in measured:
+        add_probe_quality(record, values, problem_path, args)
+        save()
     print()
     print_table(records)
     fig = growth_figure(records) if args.plots else None
