@@ -37,8 +37,8 @@ STATUS_NAMES = ("ok", "empty", "one_class", "missing_classes")
 OK, EMPTY, ONE_CLASS, MISSING_CLASSES = range(4)
 LEARNER_NAMES = ("logreg", "mlp", "xgboost", "knn")
 
-# Prefix masks of a permutation chain are (rows x n) booleans: ~16 MB per chunk.
-_MASK_BUDGET = 1 << 24
+# Masks built at once, here and by the samplers (rows x n booleans): ~16 MB per chunk.
+MASK_BUDGET = 1 << 24
 
 
 class Learner(Protocol):
@@ -133,7 +133,7 @@ def prefix_values_by_masks(evaluate, perm: np.ndarray) -> tuple[np.ndarray, np.n
     position = np.empty(n, dtype=np.int64)
     position[perm] = np.arange(n)
     lengths = np.arange(n + 1)
-    step = max(1, _MASK_BUDGET // max(n, 1))
+    step = max(1, MASK_BUDGET // max(n, 1))
     parts = [evaluate(position[None, :] < lengths[start:start + step, None]) for start in range(0, n + 1, step)]
     return np.concatenate([v for v, _ in parts]), np.concatenate([s for _, s in parts])
 

@@ -26,9 +26,6 @@ class BatchSizer:
         self.target_s = target_s
         self.unit_seconds: float | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.segments)
-
     def next(self) -> range | None:
         """The next batch of units, or None when every segment is handed out."""
         if not self.segments:

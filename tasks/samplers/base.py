@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from amortval.models.utility import STATUS_NAMES, Utility
+from amortval.models.utility import MASK_BUDGET, STATUS_NAMES, Utility
 from amortval.tasks.streams import stream
 
 
@@ -61,10 +61,6 @@ def sampled_points(seed: int, n: int, count: int) -> np.ndarray | None:
     if count >= n:
         return None
     return np.sort(stream(seed, "points").permutation(n)[:count])
-
-
-# Booleans of the masks built at once (as in models/utility.py's prefix chains): ~16 MB.
-MASK_BUDGET = 1 << 24
 
 
 def evaluate_prefixes(utility: Utility, orders: list[np.ndarray],
