@@ -238,3 +238,27 @@ def test_valuation_model_round_trip(tmp_path):
     with pytest.raises(SchemaMismatchError, match="region"):
         loaded.predict(frame.drop("region"))
     assert np.array_equal(loaded.predict(frame.with_columns(pl.lit(1).alias("id")), ignore=["id"]), predicted)
+
+
+def test_gate_against_a_constant_and_the_estimated_error(game, result):
+    """The constant is each fold's mean training sample; the estimated normalized error of
+    the reported values (no truth used) is within two standard errors of the true one."""
+    x, y, phi, samples = game
+    res, _ = result
+    k = res.n_folds
+    constant = [mse_against(np.full(N, samples.filter(pl.col("draw") % k != f)["value"].mean()),
+                            samples.filter(pl.col("draw") % k == f)) for f in range(k)]
+    assert res.gate_mse_constant == pytest.approx(np.mean(constant), rel=1e-12)
+    true_nmse = float(np.mean((res.values - phi) ** 2) / phi.var())
+    assert abs(res.error.nmse - true_nmse) <= 2 * res.error.nmse_se + 0.02, (res.error, true_nmse)
+    assert res.error.true_variance == pytest.approx(phi.var(), rel=0.5)
+
+
+def test_a_network_of_pure_noise_fails_the_gate():
+    """Samples with no signal (every true value 0): the network cannot beat the constant,
+    whatever it does against the noisier per-point Monte Carlo means."""
+    x, y, _, samples = make_game(1)
+    noise = samples.with_columns(pl.Series("value", np.random.default_rng(2).normal(scale=SIGMA, size=samples.height)))
+    res = amortize(x, y, 2, noise, config=AmortizationConfig(epochs=3), seed=0)
+    assert not res.gate_passed and res.gate_mse_network < res.gate_mse_monte_carlo
+    assert res.error.nmse + res.error.nmse_se > 0.5  # and no error target would be met

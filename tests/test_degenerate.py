@@ -128,7 +128,7 @@ def test_a_real_run_logs_every_status_count_to_duckdb_and_mlflow(learner, three_
     from valuing import value
 
     result = value(data=str(three_class_files / "train.csv"), valid=str(three_class_files / "valid.csv"),
-                           target="label", learner=learner, samples=6, seed=0, epochs=2, batch_fits=200,
+                           target="label", learner=learner, samples=6, target_error=None, seed=0, epochs=2, batch_fits=200,
                            store=str(tmp_path))
     with ValuationStore(tmp_path / "amortval.duckdb") as db:
         counts, fallbacks, stored = db.status_counts(result["sampling_id"]), db.fallback_count(result["sampling_id"]), \
