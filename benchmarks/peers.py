@@ -25,10 +25,11 @@ Runs, one after another, 2 processes each:
   so its curve is scored against its own final values, and by flip AUROC.
 
 Each pyDVL run and the bare loop stop at ``--cap`` seconds of wall time (180 with
-``--quick``, 900 otherwise): a null ``seconds_to_target`` means "not within the cap". For
-pyDVL and the bare loop ``fixed_overhead_s`` is the time to the first permutation minus the
-median time between permutations (process start-up, imports, pickling). The load average
-is recorded around every run: the machine may be shared.
+``--quick``, 900 otherwise): a null ``seconds_to_target`` means "not within the cap"
+(``derive`` adds an extrapolation for the untruncated run). For pyDVL and the bare loop
+``fixed_overhead_s`` is the intercept of seconds against permutations (process start-up,
+imports, pickling). The load average is recorded around every run: the machine may be
+shared. ``--replot`` recomputes the derived figures, the table and the plot from --json.
 """
 
 from __future__ import annotations
@@ -166,21 +167,46 @@ def bare_loop(case, cap: float, seed: int) -> dict:
                 for other in pending:
                     other.cancel()
                 break
-    from peers_setup import seconds_to_target
-
-    return {"tool": "bare-loop", "n": case.n, "seconds_to_target": seconds_to_target(curve), "curve": curve,
-            "fixed_overhead_s": _overhead(times), "permutations": len(times)}
+    return {"tool": "bare-loop", "n": case.n, "curve": curve, "permutations": len(times)}
 
 
 def _overhead(times: list[float]) -> float | None:
+    """Intercept of the least-squares line through (k, seconds at the k-th permutation): the
+    start-up a run pays before its steady rate (workers, imports, pickling)."""
     if len(times) < 3:
         return None
-    return float(times[0] - np.median(np.diff(times)))
+    k = np.arange(1, len(times) + 1)
+    slope, intercept = np.polyfit(k, np.asarray(times), 1)
+    return float(intercept)
+
+
+def derive(records: list[dict]) -> list[dict]:
+    """Figures computed from the curves (also by ``--replot``): time to target, overhead, and
+    for pyDVL's untruncated permutation run an extrapolation: plain permutation Monte Carlo
+    is the same estimator as the bare loop, whose nMSE falls as c / k over k permutations,
+    so it needs k* = c / 0.2 permutations; at its own measured seconds per permutation."""
+    from peers_setup import NMSE_TARGET, seconds_to_target
+
+    floors = {r["n"]: r for r in records if r["tool"] == "bare-loop"}
+    for r in records:
+        times = [c[0] for c in r["curve"]]
+        if r["tool"] != "pydvl-stock-tmc":
+            r["seconds_to_target"] = seconds_to_target(r["curve"])
+        if r["tool"] != "amortval":
+            r["fixed_overhead_s"] = _overhead(times)
+            r["first_result_s"] = times[0]
+        floor = floors.get(r["n"])
+        if r["tool"] == "pydvl-permutation" and floor is not None and len(times) >= 2:
+            k = np.arange(1, len(floor["curve"]) + 1)
+            c = float(np.median(np.array([e for _, _, e, _ in floor["curve"]])[k >= 10] * k[k >= 10]))
+            per_permutation = (times[-1] - times[0]) / (len(times) - 1)
+            r["extrapolated"] = {"permutations_needed": c / NMSE_TARGET, "seconds_per_permutation": per_permutation,
+                                 "seconds_to_nmse_target": times[0] + per_permutation * (c / NMSE_TARGET - 1)}
+    return records
 
 
 def pydvl_records(case, cap: float, seed: int) -> list[dict]:
     import peers_pydvl
-    from peers_setup import seconds_to_target
 
     records = []
     for run in [*peers_pydvl.matched_runs(case.problem, cap, seed), peers_pydvl.stock_run(case.problem, cap, seed)]:
@@ -196,8 +222,7 @@ def pydvl_records(case, cap: float, seed: int) -> list[dict]:
             curve = [(t, *case.scores(v)) for t, v in zip(run.times, run.snapshots)]
             shift = {}
         last = curve[-1]
-        records.append({"tool": run.tool, "n": case.n, "seconds_to_target": None if stock else seconds_to_target(curve),
-                        "curve": curve, "fixed_overhead_s": _overhead(run.times), **run.settings,
+        records.append({"tool": run.tool, "n": case.n, "seconds_to_target": None, "curve": curve, **run.settings,
                         "reference": "own final values" if stock else "amortval truth", **shift})
         print(f"  {run.tool}: {len(run.times)} permutations in {run.times[-1]:.0f} s; last pearson {last[1]:.3f} "
               f"nmse {last[2]:.3f} auroc {last[3]:.3f}", flush=True)
@@ -205,12 +230,19 @@ def pydvl_records(case, cap: float, seed: int) -> list[dict]:
 
 
 def table(records: list[dict]) -> str:
-    rows = ["| tool | n | seconds to target | fixed overhead (s) | last point: s, Pearson, nMSE, AUROC |",
+    rows = ["| tool | n | seconds to target | fixed overhead (s) | last point: seconds, Pearson, nMSE, flip AUROC |",
             "| --- | --- | --- | --- | --- |"]
     for r in records:
         t, p, e, a = r["curve"][-1]
-        target = "—" if r["tool"] == "pydvl-stock-tmc" else (
-            f"{r['seconds_to_target']:.1f}" if r["seconds_to_target"] is not None else f"not within {t:.0f} s")
+        if r["tool"] == "pydvl-stock-tmc":  # another game: its final values against the truth
+            target = "— (another game)"
+            p, e = r["pearson_vs_truth"], r["nmse_vs_truth"]
+        elif r["seconds_to_target"] is not None:
+            target = f"**{r['seconds_to_target']:.1f}**"
+        else:
+            target = f"not within {t:.0f}"
+            if "extrapolated" in r:
+                target += f" (≈ {r['extrapolated']['seconds_to_nmse_target']:,.0f} extrapolated)"
         overhead = f"{r['fixed_overhead_s']:.1f}" if r.get("fixed_overhead_s") is not None else "—"
         rows.append(f"| {r['tool']} | {r['n']:,} | {target} | {overhead} | {t:.0f}, {p:.3f}, {e:.3f}, {a:.3f} |")
     return "\n".join(rows)
@@ -230,6 +262,10 @@ def plot(records: list[dict], path: Path) -> None:
             style = {"marker": "o"} if r["tool"] == "amortval" else {}
             row[0].plot(curve[:, 0], curve[:, 1], label=r["tool"], **style)
             row[1].plot(curve[:, 0], curve[:, 2], label=r["tool"], **style)
+            for run in r.get("runs", []):  # amortval: one whole process per budget m
+                for ax, y in ((row[0], run["pearson"]), (row[1], run["nmse"])):
+                    ax.annotate(f"m={run['m']}", (run["seconds"], y), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
         row[0].axhline(0.9, color="grey", ls=":")
         row[1].axhline(0.2, color="grey", ls=":")
         row[0].set(xscale="log", ylabel="Pearson vs truth (probes)", xlabel="wall seconds", title=f"adult n = {n:,}")
@@ -249,7 +285,16 @@ def main() -> int:
     parser.add_argument("--store", default=str(Path(__file__).resolve().parent / ".store" / "peers"),
                         help="folder for the data files, truths and amortval stores")
     parser.add_argument("--sizes", help="comma-separated n (default: 1000 with --quick, else 1000,5000)")
+    parser.add_argument("--replot", action="store_true", help="recompute the derived figures, table and plot of --json")
     args = parser.parse_args()
+    out = Path(args.json)
+    if args.replot:
+        saved = json.loads(out.read_text())
+        saved["records"] = derive(saved["records"])
+        print(table(saved["records"]))
+        plot(saved["records"], RESULTS / saved["figure"])
+        out.write_text(json.dumps(saved, indent=1))
+        return 0
     if importlib.util.find_spec("pydvl") is None:
         print('peers: skipped: pyDVL is not installed (pip install -e ".[bench]")')
         return 0
@@ -277,8 +322,8 @@ def main() -> int:
             print(f"[adult n={n:,}] {name} (load {before:.2f})", flush=True)
             for record in job():
                 records.append({**record, "load_before": before, "load_after": load()})
+    records = derive(records)
     print(table(records))
-    out = Path(args.json)
     figure = RESULTS / f"{out.stem}.png"
     plot(records, figure)
     out.parent.mkdir(parents=True, exist_ok=True)
