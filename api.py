@@ -19,11 +19,24 @@ from typing import Any
 from amortval.result import CurationResult, ValuationResult
 
 
-def value(data: Any = None, target: str | None = None, *, name: str = "frame", **options: Any) -> ValuationResult:
+def value(data: Any = None, target: str | None = None, *, name: str = "frame", stop: Any = None,
+          **options: Any) -> ValuationResult:
     """Value every row of ``data`` (a CSV/Parquet path, a polars or pandas frame, or None for
-    the built-in demo); returns the finished run as a ``ValuationResult``."""
+    the built-in demo); returns the finished run as a ``ValuationResult``.
+
+    ``stop``: a stopping rule composed with ``|`` and ``&`` from ``amortval.stopping``
+    (``TargetError(0.1) | TimeBudget(600)``); without it the options' rules apply
+    (``target_error``, ``time_budget``, ``until_stable``), capped by ``samples``."""
     from amortval.tasks.config import RunConfig
 
+    if stop is not None:
+        from amortval.tasks.stopping import Rule
+
+        if not isinstance(stop, Rule):
+            from amortval.errors import ConfigError
+
+            raise ConfigError(f"stop must be a rule from amortval.stopping (got {type(stop).__name__})")
+        options["rule"] = repr(stop)
     store = options.get("store", RunConfig.model_fields["store"].default)
     config = RunConfig.from_options(data=_as_path(data, store, name), target=target, **options)
     return ValuationResult.from_summary(run(config))
@@ -95,6 +108,7 @@ def load(run_id: str, *, store: str | None = None) -> ValuationResult:
         if len(ids) != 1:
             raise ConfigError(f"{'no run' if not ids else 'several runs'} match {run_id!r} in {paths['root']}")
         stored, metrics = db.run(ids[0]), db.metrics(ids[0])
+        reasons = [r for r in db.rounds(ids[0])["stop_reason"].to_list() if r]
     if stored["status"] != "completed":
         raise ConfigError(f"run {ids[0]} is {stored['status']}, not completed; re-run `amortval value` to finish it")
     return ValuationResult.from_summary({
@@ -102,7 +116,8 @@ def load(run_id: str, *, store: str | None = None) -> ValuationResult:
         "dataset_id": stored["dataset_id"], "store": str(paths["root"]),
         "values_path": str(paths["values"] / f"{stored['run_id']}.parquet"),
         "mlflow_uri": tracking_uri(paths["root"]), "mlflow_run_id": stored["mlflow_run_id"],
-        "model_name": stored["model_name"], "model_version": stored["model_version"], "config": stored["config"]})
+        "model_name": stored["model_name"], "model_version": stored["model_version"], "config": stored["config"],
+        "stop_reason": reasons[-1] if reasons else None})
 
 
 def _as_path(data: Any, store: str, name: str) -> str | None:

@@ -33,7 +33,7 @@ from amortval.data.sample_store import SampleTables
 from amortval.data.store_schema import COMMENTS, SCHEMA_VERSION, TABLES
 from amortval.errors import AmortvalError, RunInProgressError, StoreLockedError, storage_error, storage_errors
 
-RUN_FIELDS = ("mlflow_run_id", "model_name", "model_version", "model_uri", "wall_seconds", "new_fits")
+RUN_FIELDS = ("samples", "mlflow_run_id", "model_name", "model_version", "model_uri", "wall_seconds", "new_fits")
 
 # Samplings being computed in this process, as (store path, sampling id). DuckDB's file
 # lock keeps other processes out of a store, but it lets any number of connections of
@@ -275,6 +275,11 @@ class ValuationStore(SampleTables):
             _ACTIVE_RUNS.add(key)
             self._claimed.add(sampling_id)
 
+    def sampling(self, sampling_id: str) -> dict | None:
+        """The sampling's identity as stored (dataset, utility, sampling settings, n_points)."""
+        row = self._fetchone("SELECT config FROM samplings WHERE sampling_id = ?", [sampling_id])
+        return None if row is None else json.loads(row[0])
+
     def run(self, run_id: str) -> dict | None:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
         if not rows:
@@ -310,6 +315,17 @@ class ValuationStore(SampleTables):
                              schema={"name": pl.String, "value": pl.Float64})
         with self._frame(frame, ("name", "value")) as f, self._transaction() as con:
             con.execute(f"INSERT OR REPLACE INTO run_metrics SELECT ?, name, value FROM {f}", [run_id])
+
+    def write_rounds(self, run_id: str, rounds: pl.DataFrame) -> None:
+        """Replace the run's rounds (columns of the ``rounds`` table but run_id)."""
+        columns = ("round", "samples", "fits", "seconds", "estimated_nmse", "estimated_nmse_se", "stop_reason")
+        with self._frame(rounds.select(columns), columns) as f, self._transaction() as con:
+            con.execute("DELETE FROM rounds WHERE run_id = ?", [run_id])
+            con.execute(f"INSERT INTO rounds SELECT ?, {', '.join(columns)} FROM {f}", [run_id])
+
+    def rounds(self, run_id: str) -> pl.DataFrame:
+        return self._query("SELECT round, samples, fits, seconds, estimated_nmse, estimated_nmse_se, stop_reason FROM rounds "
+                           "WHERE run_id = ? ORDER BY round", [run_id])
 
     def metrics(self, run_id: str) -> dict[str, float]:
         rows = self._fetchall("SELECT name, value FROM run_metrics WHERE run_id = ? ORDER BY name", [run_id])

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS estimates (
 CREATE TABLE IF NOT EXISTS run_metrics (
     run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE,
     PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS rounds (
+    run_id VARCHAR NOT NULL, round INTEGER NOT NULL, samples INTEGER NOT NULL, fits BIGINT NOT NULL,
+    seconds DOUBLE NOT NULL, estimated_nmse DOUBLE, estimated_nmse_se DOUBLE, stop_reason VARCHAR, PRIMARY KEY (run_id, round));
 CREATE TABLE IF NOT EXISTS scores (
     curation_id VARCHAR NOT NULL, "row" BIGINT NOT NULL, value DOUBLE, kept BOOLEAN NOT NULL,
     reason VARCHAR, model_uri VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
@@ -69,10 +72,13 @@ COMMENTS = {
     "samples.delta": "marginal contribution v(S+i) - v(S)",
     "samples.weight": "semivalue weight; weight*delta is an unbiased estimate of the value",
     "samples.status": "utility status of the evaluation: ok|empty|one_class|missing_classes",
-    "runs.samples": "budget: samples per point the run's estimates use (draw < samples)",
+    "runs.samples": "samples per point the run's estimates use (draw < samples): the cap until the run ends, then what its stopping rule reached",
     "runs.status": "running | valued | completed; set by the flow",
     "runs.new_fits": "model fits computed by the run itself (0 when its samples were stored)",
     "estimates.source": "monte_carlo | amortized | combined",
+    "rounds.samples": "samples per point reached by the round (each round extends the same draws)",
+    "rounds.estimated_nmse": "the values' estimated normalized error after the round (no ground truth)",
+    "rounds.stop_reason": "why sampling stopped after this round (null: it went on)",
     "scores.row": "row index in the scored file",
     "scores.created_at": "UTC",
 }

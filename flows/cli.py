@@ -46,9 +46,12 @@ def flag(name: str) -> str:
 
 
 def _type(annotation) -> tuple[type | None, tuple | None]:
-    """(Python type, choices) of an option's annotation: Literal -> choices, X | None -> X."""
+    """(Python type, choices) of an option's annotation: Literal -> choices, X | None -> X,
+    Annotated (a value the config parses, e.g. a duration) -> str."""
     if typing.get_origin(annotation) is typing.Literal:
         return str, typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return str, None
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             if arg is not type(None):
@@ -68,12 +71,29 @@ def add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] |
         default = field.get_default(call_default_factory=True)
         help_text = field.description if "(default:" in field.description else \
             f"{field.description} (default: {_shown(default)})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             action = "store_false" if default else "store_true"
             parser.add_argument(flag(name), dest=name, action=action, default=argparse.SUPPRESS, help=help_text)
+        elif default is not None and _nullable(field.annotation):  # on by default: "off" turns it off
+            parser.add_argument(flag(name), dest=name, type=_or_off(kind), default=argparse.SUPPRESS,
+                                metavar=f"{name.upper()}|off", help=help_text)
         else:
             parser.add_argument(flag(name), dest=name, type=kind, choices=choices, default=argparse.SUPPRESS,
                                 metavar=None if choices else name.upper(), help=help_text)
+
+
+def _nullable(annotation) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and \
+        type(None) in typing.get_args(annotation)
+
+
+def _or_off(kind: type):
+    """argparse type: ``off`` (or ``none``) is None, anything else is ``kind``."""
+    def convert(text: str):
+        return None if text.strip().lower() in ("off", "none") else kind(text)
+    convert.__name__ = kind.__name__  # argparse names the type in its error message
+    return convert
 
 
 def _shown(default) -> str:
@@ -176,7 +196,9 @@ def _amortize(args: argparse.Namespace, stop: Interruption) -> dict:
     if stored is None:
         raise ConfigError(f"no run {args.run_id!r} in {path}; `amortval runs --store {args.store}` lists them")
     base = RunConfig.build(stored["config"])
-    config = base.replace(store=args.store, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
+    # The samples the run reached (its stopping rule may have ended it below the cap), in one round.
+    reached = dict(samples=int(stored["samples"]), target_error=None, time_budget=None, until_stable=False, rule=None)
+    config = base.replace(store=args.store, **reached, **_given(args, set(AMORTIZE_OPTIONS) - {"verbose"}))
     from amortval.api import run
 
     return run(config, amortize_only=True, planned=_count_batches(stop))

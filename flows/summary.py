@@ -31,7 +31,9 @@ def print_valuation(r: dict) -> None:
         + reused + (f"  (on {r['n_sampled']:,} sampled of {r['n_points']:,} rows; the network values all)"
                     if r.get("n_sampled", 0) < r.get("n_points", 0) else "") + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
-        f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))}",
+        f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))} and constant {_fmt(r.get('gate_mse_constant'))}",
+        f"  estimated error   nMSE {_fmt(r.get('estimated_nmse'))} at {_fmt(r.get('samples_per_point'), ',.0f')}"
+        f" samples per point" + (f", {int(r['rounds'])} rounds: {r['stop_reason']}" if r.get("stop_reason") else ""),
     ]
     if r.get("worker_peak_rss_mb"):
         lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "

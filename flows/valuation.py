@@ -1,4 +1,4 @@
-"""Value a dataset: inputs -> begin -> batches -> amortize -> record.
+"""Value a dataset: inputs -> begin -> rounds of (batches -> amortize -> stop?) -> record.
 
 Workers only compute (one Prefect task = one batch of Monte Carlo units); this process
 is the single DuckDB writer and commits each finished batch with its done-marker, so
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,9 +28,11 @@ from amortval.tasks.paths import check_run_paths
 from amortval.tasks.prepare import load_inputs
 from amortval.tasks.batch_sizes import BatchSizer
 from amortval.tasks.progress import Progress
+from amortval.tasks.amortize import AmortizationResult
 from amortval.tasks.record import amortize_run, record, stored_summary
 from amortval.tasks.report import export_values
-from amortval.tasks.run_plan import RunPlan, begin, describe, pending, plan_run
+from amortval.tasks.run_plan import RunPlan, begin, describe, pending, plan_run, seconds_per_fit
+from amortval.tasks.stopping import Round, first_samples, make_round, next_samples, round_line, stop_reason
 from amortval.tasks.runtime import pin_threads
 
 
@@ -54,13 +57,13 @@ def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> tuple[i
     """Submit the pending unit ranges in batches sized by work; commit each batch as soon as
     it finishes. Returns the fits and the Dask workers' peak RSS in MB (None on threads)."""
     logger, config = get_run_logger(), plan.config
-    logger.info(describe(plan, todo))
+    workers = config.workers or os.cpu_count() or 1
+    logger.info(describe(plan, todo, seconds_per_fit(db, plan), workers))
     if not todo:
         return 0, None
     batches = BatchSizer(todo)
     progress = Progress("sampling", plan.n_units, unit="units", already_done=plan.n_units - sum(map(len, todo)),
                         log=logger.info)
-    workers = config.workers or os.cpu_count() or 1
     with batch_runner(config.runner, workers, config.dask_address) as pool:
         workers = batch_slots(pool, workers)
 
@@ -112,22 +115,54 @@ def value_dataset(config: RunConfig = RunConfig(), amortize_only: bool = False) 
         if begin(db, plan, inputs) == "completed":
             summary = stored_summary(db, plan, logger.info)
         if summary is None:
-            new_fits, worker_rss = run_batches(db, plan, pending(db, plan, stored_only=amortize_only))
-            epochs, on_epoch = _epoch_progress(logger, plan)
-            result = amortize_task(db, plan, inputs, progress=on_epoch)
-            epochs.close()
-            summary = record_task(db, plan, inputs, result, started_at=started, new_fits=new_fits)
+            done = sample_in_rounds(db, plan, inputs, started, amortize_only)
+            worker_rss = done.worker_rss
+            summary = record_task(db, done.plan, inputs, done.result, started_at=started, new_fits=done.new_fits,
+                                  rounds=done.rounds, stop_reason=done.reason)
     export_values(summary["values_path"], config.out)
     return {**summary, "source": inputs.source, "out": config.out, "flow_run_id": str(flow_run.id),
             "seconds": time.time() - started, "warnings": list(inputs.data.warnings),
             "worker_peak_rss_mb": worker_rss}
 
 
+@dataclass
+class Sampled:
+    plan: RunPlan  # at the budget reached
+    result: AmortizationResult  # of the last round
+    rounds: list[Round]
+    reason: str
+    new_fits: int = 0
+    worker_rss: list[float] | None = None
+
+
+def sample_in_rounds(db: ValuationStore, plan: RunPlan, inputs, started: float, amortize_only: bool) -> Sampled:
+    """Rounds of growing budgets (tasks/stopping.py): sample what the round adds, amortize
+    on all draws so far, estimate the error, stop when the rules say so. Without a rule
+    this is one round at ``--samples``."""
+    logger, config = get_run_logger(), plan.config
+    samples, rounds, new_fits, worker_rss = first_samples(config), [], 0, None
+    while True:
+        current, began = plan.at(samples), time.time()
+        fits, rss = run_batches(db, current, pending(db, current, stored_only=amortize_only))
+        new_fits, worker_rss, sampled = new_fits + fits, rss or worker_rss, time.time()
+        epochs, on_epoch = _epoch_progress(logger, current)
+        result = amortize_task(db, current, inputs, progress=on_epoch)
+        epochs.close()
+        rounds.append(make_round(rounds, samples, db.fit_count(plan.sampling_id, below_unit=current.n_units),
+                                 time.time() - started, sampled - began, time.time() - sampled,
+                                 result.values, result.error.nmse, result.error.nmse_se))
+        reason = stop_reason(config, rounds)
+        logger.info(round_line(config, rounds, reason))
+        if reason is not None:
+            return Sampled(current, result, rounds, reason, new_fits, worker_rss)
+        samples = next_samples(config, rounds)
+
+
 def _epoch_progress(logger, plan: RunPlan) -> tuple[Progress, Callable[[dict], None]]:
     """Amortization progress (folds x regression epochs) and its per-epoch callback; the
     per-epoch lines go to debug level only (``--verbose``): 5 folds x 11 epochs would bury
     the progress. With fewer draws than folds, each draw is a fold (tasks/amortize.py)."""
-    amortization, samples = plan.config.amortization, plan.config.sampling.samples
+    amortization, samples = plan.config.amortization, plan.samples
     folds = min(amortization.folds, samples) if samples >= 2 else amortization.folds
     progress = Progress("amortization", folds * (amortization.epochs + 1), unit="epochs", log=logger.info, steps=4)
 

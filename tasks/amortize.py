@@ -20,16 +20,20 @@ exact KNN-Shapley values (README, "Accuracy"):
    across points); the per-point Monte Carlo mean has none but a variance s_i^2 / m_i.
    The reported value is the variance-weighted combination
    ``net_i + lambda_i (mc_i - net_i)``, ``lambda_i = e / (e + s_i^2 / m_i)``, where e is
-   the network's estimated squared error (held-out MSE minus the held-out samples'
-   own variance, see below) and s_i^2 the point's sample variance shrunk halfway to the
+   the network's estimated squared error (see below) and s_i^2 the point's sample variance shrunk halfway to the
    pooled one. With few samples lambda is ~0 (the network wins); as samples grow it
    goes to 1 for every point, so the result tracks the better of the two at every m.
 
 For held-out h independent of an estimate with E[h] = phi,
 E[(est - h)^2] = E[(est - phi)^2] + Var(h). Comparing each fold's network with the
 Monte Carlo mean of the same training draws, on the same held-out samples, therefore
-compares their *true* errors: that is the quality gate (``gate_passed``), and subtracting
-Var(h) estimates the network's own error e.
+compares their *true* errors: that is the quality gate (``gate_passed``). The network's own
+error e comes from the same held-out samples paired with a constant, where Var(h) cancels
+sample by sample (``tasks/error_estimate.py``). The gate also compares the network with a
+constant (each fold's mean sample value for every point): a network no better than the
+mean value has learned nothing, however noisy the Monte Carlo means are. e and the
+Monte Carlo noise give the values' estimated normalized error (``tasks/error_estimate.py``),
+the quantity ``--target-error`` sets.
 
 Training rows are points, not samples: sum_j (f - t_j)^2 = m (f - mean)^2 + const, so
 regressing each point's mean, weighted by its sample count, has the loss (and optimum)
@@ -55,6 +59,8 @@ from torch import nn
 
 from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks.config import AmortizationConfig
+from amortval.tasks import error_estimate
+from amortval.tasks.error_estimate import ErrorEstimate
 from amortval.tasks.streams import stream, torch_generator
 
 @dataclass
@@ -71,7 +77,9 @@ class AmortizationResult:
     fold_epochs: list[int]  # epoch kept by each fold network
     gate_mse_network: float
     gate_mse_monte_carlo: float
-    gate_passed: bool
+    gate_mse_constant: float  # the held-out MSE of each fold's mean sample value for every point
+    gate_passed: bool  # the network beats both the Monte Carlo means and the constant
+    error: ErrorEstimate  # the reported values' estimated error (no ground truth)
     n_samples: int
     n_folds: int
     seconds: float
@@ -257,7 +265,7 @@ def amortize(
     yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64))
 
     curves = np.zeros((s.n_folds, config.epochs + 1, 2))  # (fold, epoch, [train, held-out])
-    members, epochs, net_mse, mc_mse, noise = [], [], [], [], []
+    members, epochs, net_mse, mc_mse, const_mse, paired = [], [], [], [], [], []
     count, mc, sum_sq_dev = _moments(s.point, s.value, n)
     variance = _shrunk_variance(count, sum_sq_dev, s.value)
     for f in range(s.n_folds):
@@ -270,26 +278,32 @@ def amortize(
                           "heldout_mse": curves[f, epoch, 1]})
             return float(curves[f, epoch, 1])
 
-        net, epoch, mse, _ = _fit_fold(xt, yt, n_classes, fold, scale, config, generator, record)
+        net, epoch, mse, pred = _fit_fold(xt, yt, n_classes, fold, scale, config, generator, record)
         members.append(net)
         epochs.append(epoch)
         net_mse.append(mse)
         mc_mse.append(_heldout_mse(fold.mean, fold))
-        noise.append(float(np.mean(variance[fold.held_point])))
+        constant = float(np.sum(fold.count * fold.mean) / fold.count.sum())
+        const_mse.append(float(np.mean((constant - fold.held_value) ** 2)))
+        # Against the constant on the same held-out samples, Var(h) cancels sample by sample.
+        paired.append((pred[fold.held_point] - fold.held_value) ** 2 - (constant - fold.held_value) ** 2)
 
     ensemble = ValuationEnsemble(members)
     network_values = _predict(ensemble, xt, yt, scale)
-    network_error = max(0.0, float(np.mean(net_mse)) - float(np.mean(noise)))
+    network_error, network_se = error_estimate.network_error(
+        error_estimate.true_variance(count, mc, variance), np.concatenate(paired))
     values, lam = combine(network_values, mc, count, variance, network_error)
     mean_curve = curves.mean(axis=0)
     history = [{"epoch": e, "train_mse": float(mean_curve[e, 0]), "heldout_mse": float(mean_curve[e, 1])}
                for e in range(config.epochs + 1)]
-    gate_network, gate_mc = float(np.mean(net_mse)), float(np.mean(mc_mse))
+    gate_network, gate_mc, gate_constant = float(np.mean(net_mse)), float(np.mean(mc_mse)), float(np.mean(const_mse))
     return AmortizationResult(
         net=ensemble, target_scale=scale, values=values, network_values=network_values, monte_carlo=mc,
         combine_weight=lam, network_error=network_error, history=history,
         best_epoch=int(np.argmin(mean_curve[:, 1])), fold_epochs=[int(e) for e in epochs],
-        gate_mse_network=gate_network, gate_mse_monte_carlo=gate_mc, gate_passed=bool(gate_network < gate_mc),
+        gate_mse_network=gate_network, gate_mse_monte_carlo=gate_mc, gate_mse_constant=gate_constant,
+        gate_passed=bool(gate_network < gate_mc and gate_network < gate_constant),
+        error=error_estimate.estimate_error(count, mc, variance, lam, network_error, network_se),
         n_samples=int(s.point.size), n_folds=s.n_folds, seconds=time.perf_counter() - started,
     )
 

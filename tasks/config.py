@@ -7,7 +7,7 @@ against it (``tests/test_config.py``).
 
 Parts: ``inputs`` (what to value), ``utility`` (the model retrained on every subset),
 ``sampling`` (semivalue, sampler, seed and the budget), ``amortization`` (the valuation
-network), and run-level options that change no result (store, outputs, model name,
+network), ``stopping`` (the rules that end sampling before the budget's cap), and run-level options that change no result (store, outputs, model name,
 where batches run).
 
 Two identities come from it (``sampling_identity``, ``run_identity``):
@@ -15,8 +15,9 @@ Two identities come from it (``sampling_identity``, ``run_identity``):
   validation set included), the utility and its settings, the semivalue, the sampler
   and the seed. Every Monte Carlo unit is a pure function of it and the unit's index, so
   a larger budget extends the stored draws instead of recomputing them;
-- the **run identity** adds the budget (samples per point) and the amortization
-  settings: it keys estimates, networks and MLflow runs. A new network costs no fits.
+- the **run identity** adds the budget (samples per point, the cap), the stopping rules
+  and the amortization settings: it keys estimates, networks and MLflow runs. A new
+  network costs no fits.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES
@@ -58,6 +59,13 @@ MAX_SAMPLES = 100_000  # per point; a larger budget is a typo, not a plan
 # larger one. The network pools samples across similar points, so 10,000 sampled rows
 # teach it what a million would, at a hundredth of the fits (DESIGN.md, "Amortization at scale").
 AUTO_POINTS = 10_000
+# The default stopping rule: sample in rounds until the values' estimated normalized error
+# (MSE / variance of the true values) is at most this, i.e. about 80% of the variance
+# explained; --samples caps it. 0.2 is where flip detection saturates on the benchmarks
+# (README, "Anytime valuation").
+DEFAULT_TARGET_ERROR = 0.2
+# --until-stable watches this lowest share of the rows: the ones curation would drop.
+LOWEST_SHARE = 0.10
 
 
 class _Part(BaseModel):
@@ -168,6 +176,62 @@ class AmortizationConfig(_Part):
     folds: int = Field(5, ge=2, description="cross-fitted networks, each holding out one fold of the draws")
 
 
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(raw: Any) -> Any:
+    """Seconds from ``"20m"``, ``"1h30m"``, ``"90s"`` or a plain number of seconds."""
+    if isinstance(raw, str):
+        text = raw.strip().lower().replace(" ", "")
+        match = _DURATION.fullmatch(text)
+        if not (text and match and any(match.groupdict().values())):
+            raise ValueError("must be a duration such as 20m, 1h30m, 90s, or a number of seconds")
+        return sum(float(match[k] or 0) * f for k, f in (("h", 3600), ("m", 60), ("s", 1)))
+    return raw
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class StoppingConfig(_Part):
+    """When sampling stops: rounds of growing budgets, each re-amortized and checked
+    (``tasks/stopping.py``). ``--samples`` caps every rule."""
+
+    target_error: float | None = Field(
+        DEFAULT_TARGET_ERROR, gt=0.0, allow_inf_nan=False,
+        description="stop once the estimated normalized error of the values (estimated MSE over the estimated "
+                    "variance of the true values, from the held-out samples) is at most this; off: sample to "
+                    "--samples in one round")
+    time_budget: Duration | None = Field(
+        None, gt=0.0, allow_inf_nan=False,
+        description="stop when the next round would not finish within this wall time from the start "
+                    "(20m, 1h30m, 90s or seconds; the last round is sized to fit)")
+    until_stable: bool = Field(
+        False, description=f"stop when the lowest {LOWEST_SHARE:.0%} of the rows stay the same between two rounds "
+                           "(overlap at least --stable-overlap)")
+    stable_overlap: float = Field(0.9, gt=0.0, le=1.0, allow_inf_nan=False,
+                                  description="share of the lowest rows two rounds must have in common for --until-stable")
+    first_round: int = Field(2, ge=1, description="samples per point of the first round; each round doubles it, up to --samples")
+    rule: str | None = Field(
+        None, description="a composed rule instead of the three above, e.g. 'target_error(0.1) & until_stable(0.9) "
+                          "| time_budget(3600)' (tasks/stopping.py; the Python API's stop=)")
+
+    @field_validator("rule")
+    @classmethod
+    def _check_rule(cls, rule: str | None) -> str | None:
+        if rule is None:
+            return None
+        from amortval.tasks.stopping import parse  # the rules import this module
+
+        return repr(parse(rule))  # canonical text: the same rule, the same run identity
+
+    @property
+    def rounds(self) -> bool:
+        """Whether any rule can stop before the cap (else one round at --samples)."""
+        return self.rule is not None or self.target_error is not None or self.time_budget is not None \
+            or self.until_stable
+
+
 class RunConfig(_Part):
     """Every option of ``amortval value``; see the module docstring for the identities."""
 
@@ -175,6 +239,7 @@ class RunConfig(_Part):
     utility: UtilityConfig = Field(default_factory=UtilityConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     amortization: AmortizationConfig = Field(default_factory=AmortizationConfig)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     store: str = Field("amortval-store", description="folder for the DuckDB store, the MLflow database and outputs")
     out: str | None = Field(None, description="also write the per-row values to this Parquet file")
     model_name: str | None = Field(None, description="MLflow registered model (default: amortval-<data file stem>)")
@@ -264,14 +329,14 @@ class RunConfig(_Part):
 
     def run_identity(self, dataset_id: str, n: int | None = None) -> dict:
         return {"sampling": self.sampling_id(dataset_id, n), "samples": self.sampling.samples,
-                "amortization": self.amortization.model_dump()}
+                "amortization": self.amortization.model_dump(), "stopping": self.stopping.model_dump()}
 
     def run_id(self, dataset_id: str, n: int | None = None) -> str:
         """Keys estimates, networks and MLflow runs: sampling identity + budget + network."""
         return f"{self.sampling_id(dataset_id, n)}-m{self.sampling.samples}-{_digest(self.run_identity(dataset_id, n))[:6]}"
 
 
-PARTS = ("inputs", "utility", "sampling", "amortization")
+PARTS = ("inputs", "utility", "sampling", "amortization", "stopping")
 # Flat option name -> its part ("" for run-level options). Names are unique across parts.
 OPTION_PARTS: dict[str, str] = {
     **{name: part for part in PARTS for name in RunConfig.model_fields[part].annotation.model_fields},

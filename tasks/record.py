@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from amortval.tasks.amortize import AmortizationResult
     from amortval.tasks.prepare import Inputs
     from amortval.tasks.run_plan import RunPlan
+    from amortval.tasks.stopping import Round
 
 
 def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
@@ -34,21 +35,33 @@ def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
     from amortval.tasks.amortize import amortize
 
     problem, config = inputs.problem, plan.config
-    samples = db.samples(plan.sampling_id, below_draw=config.sampling.samples)
+    samples = db.samples(plan.sampling_id, below_draw=plan.samples)
     return amortize(problem.x_train, problem.y_train, problem.n_classes,
                     samples.select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value")),
                     config=config.amortization, seed=config.sampling.seed, progress=progress)
 
 
 def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: AmortizationResult, *,
-           started_at: float, new_fits: int) -> dict:
+           started_at: float, new_fits: int, rounds: list[Round] | None = None, stop_reason: str | None = None) -> dict:
     """Estimates and metrics to DuckDB, the values table to Parquet, the run and its network
-    to MLflow (registered under the plan's model name); returns the run's summary."""
+    to MLflow (registered under the plan's model name); returns the run's summary.
+
+    ``plan`` is at the budget the run reached; ``rounds`` (tasks/stopping.py) are stored in
+    the ``rounds`` table and logged to MLflow as the curve ``round_estimated_nmse`` (step:
+    samples per point)."""
     from amortval.models.valuation_model import ValuationModel
     from amortval.tasks import report
 
     problem, data, config, run_id = inputs.problem, inputs.data, plan.config, plan.run_id
-    budget = config.sampling.samples
+    budget = plan.samples
+    rounds = rounds or []
+    db.write_rounds(run_id, pl.DataFrame({
+        "round": [r.index for r in rounds], "samples": [r.samples for r in rounds], "fits": [r.fits for r in rounds],
+        "seconds": [r.seconds for r in rounds], "estimated_nmse": [r.estimated_nmse for r in rounds],
+        "estimated_nmse_se": [r.estimated_nmse_se for r in rounds],
+        "stop_reason": [stop_reason if r is rounds[-1] else None for r in rounds]},
+        schema={"round": pl.Int32, "samples": pl.Int32, "fits": pl.Int64, "seconds": pl.Float64,
+                "estimated_nmse": pl.Float64, "estimated_nmse_se": pl.Float64, "stop_reason": pl.String}))
     db.write_estimates(run_id, "monte_carlo", db.monte_carlo_estimates(plan.sampling_id, below_draw=budget))
     db.write_estimates(run_id, "amortized", pl.DataFrame({"point": range(problem.n), "value": result.network_values}))
     db.write_estimates(run_id, "combined", pl.DataFrame({"point": range(problem.n), "value": result.values}))
@@ -65,6 +78,7 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
         "fallback_fits": float(db.fallback_count(plan.sampling_id, below_unit=plan.n_units)),
         **report.status_metrics(db.status_counts(plan.sampling_id, below_draw=budget)),
         "seconds_total": time.time() - started_at,
+        "samples_per_point": float(budget), "rounds": float(max(len(rounds), 1)),
         "peak_rss_mb": peak_rss_mb(),  # the flow process: samples, network and tables all pass through it
     }
     db.log_metrics(run_id, metrics)
@@ -73,6 +87,8 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
     logged = tracking.log_valuation_run(
         uri=uri, experiment=plan.experiment, run_name=run_id, params=report.run_params(plan, inputs),
         metrics=metrics, history=result.history, tables={"values": table},
+        curves={"round_estimated_nmse": [(r.samples, r.estimated_nmse) for r in rounds],
+                "round_seconds": [(r.samples, r.seconds) for r in rounds]},
         figures={**report.run_figures(table, result), **quality_figures}, model=model,
         input_example=inputs.model_columns(data.train).head(5).to_pandas(),
         tags={"amortval.run_id": run_id, "amortval.sampling_id": plan.sampling_id,
@@ -84,7 +100,7 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
         summary=report.markdown_summary(plan, inputs, metrics),
     )
     registered = _register(uri, plan, logged, result.gate_passed, metrics)
-    db.set_run_status(run_id, "completed", mlflow_run_id=logged.run_id, model_name=registered.name,
+    db.set_run_status(run_id, "completed", samples=budget, mlflow_run_id=logged.run_id, model_name=registered.name,
                       model_version=registered.version, model_uri=logged.model_uri,
                       wall_seconds=time.time() - started_at, new_fits=new_fits)
     return summary(db, plan) | {"alias_set": registered.alias_set}
@@ -141,8 +157,9 @@ def completed_summary(plan: RunPlan, log: Callable[[str], None]) -> dict | None:
 def summary(db: ValuationStore, plan: RunPlan) -> dict:
     """What the CLI prints and the flow returns: ids, files, figures."""
     stored = db.run(plan.run_id) or {}
+    reasons = [r for r in db.rounds(plan.run_id)["stop_reason"].to_list() if r]
     return {
-        "run_id": plan.run_id, "sampling_id": plan.sampling_id, "dataset_id": plan.dataset_id,
+        "run_id": plan.run_id, "stop_reason": reasons[-1] if reasons else None, "sampling_id": plan.sampling_id, "dataset_id": plan.dataset_id,
         "store": str(plan.paths["root"]), "duckdb": str(plan.paths["duckdb"]), "values_path": str(plan.values_path),
         "mlflow_uri": tracking.tracking_uri(plan.paths["root"]), "mlflow_run_id": stored.get("mlflow_run_id"),
         "model_name": stored.get("model_name"), "model_version": stored.get("model_version"),

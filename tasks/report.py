@@ -103,7 +103,14 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
     return {
         "gate_mse_network": result.gate_mse_network,
         "gate_mse_monte_carlo": result.gate_mse_monte_carlo,
+        "gate_mse_constant": result.gate_mse_constant,
         "gate_passed": float(result.gate_passed),
+        "estimated_nmse": result.error.nmse,
+        "estimated_nmse_se": result.error.nmse_se,
+        "estimated_network_nmse": result.error.network_nmse,
+        "estimated_nmse_sampled": result.error.nmse_sampled,
+        "estimated_nmse_unsampled": result.error.nmse_unsampled,
+        "estimated_true_variance": result.error.true_variance,
         "best_epoch": float(result.best_epoch),
         "network_error_estimate": result.network_error,
         "combine_weight_mean": float(np.mean(result.combine_weight)),
@@ -197,11 +204,14 @@ def markdown_summary(plan, inputs: Inputs, metrics: dict[str, float]) -> str:
         f"- **Data**: {inputs.source} ({inputs.problem.n:,} training points, {len(inputs.problem.y_valid):,} "
         f"validation rows, target `{inputs.data.target}`)",
         f"- **Method**: {config.sampling.method} with the {config.utility.learner} utility, "
-        f"{config.sampling.samples} samples per point (sampler {config.sampling.sampler_name}, seed {config.sampling.seed})",
+        f"{plan.samples} samples per point (sampler {config.sampling.sampler_name}, seed {config.sampling.seed})",
+        f"- **Estimated error** (nMSE, no ground truth): {metrics.get('estimated_nmse', float('nan')):.3g}"
+        + (f" after {int(metrics['rounds'])} rounds; {metrics.get('stop_reason', '')}" if "rounds" in metrics else ""),
         f"- **Model fits**: {int(metrics.get('model_fits', 0)):,} behind these samples, "
         f"{int(metrics.get('new_model_fits', 0)):,} computed by this run",
         f"- **Quality gate**: {gate}; held-out MSE network {metrics.get('gate_mse_network', float('nan')):.4g} "
-        f"vs Monte Carlo {metrics.get('gate_mse_monte_carlo', float('nan')):.4g}",
+        f"vs Monte Carlo {metrics.get('gate_mse_monte_carlo', float('nan')):.4g} "
+        f"and constant {metrics.get('gate_mse_constant', float('nan')):.4g}",
     ]
     if "mislabeled_auroc_combined" in metrics:
         lines.append(f"- **Known label errors found** (AUROC): reported {metrics['mislabeled_auroc_combined']:.3f}, "

@@ -7,6 +7,7 @@ run, and only the batches without a done-marker are computed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class RunPlan:
     problem_path: Path
     n_points: int
     n_sampled: int  # rows that get Monte Carlo samples (--points); the network values all n_points
+    samples: int  # samples per point of this round's budget (the cap, --samples, in the last round at most)
     n_units: int  # Monte Carlo units of the budget: units [0, n_units) are the run's samples
     sampler: Sampler
     experiment: str  # one MLflow experiment per dataset (``amortval-<stem>``), whatever the model name
@@ -38,6 +40,10 @@ class RunPlan:
     @property
     def values_path(self) -> Path:
         return self.paths["values"] / f"{self.run_id}.parquet"
+
+    def at(self, samples: int) -> RunPlan:
+        """The same run with a round's budget of ``samples`` per point (tasks/stopping.py)."""
+        return dataclasses.replace(self, samples=samples, n_units=self.sampler.n_units(samples))
 
     def sampled_mask(self) -> np.ndarray:
         """Which training points get samples (all of them unless ``--points`` says fewer)."""
@@ -78,7 +84,7 @@ def plan_run(config: RunConfig, inputs: Inputs) -> RunPlan:
     return RunPlan(
         config=config, dataset_id=dataset_id, sampling_id=config.sampling_id(dataset_id, n),
         run_id=config.run_id(dataset_id, n), model_name=config.model_name or default_model_name(inputs.dataset_name),
-        paths=paths, problem_path=problem_path, n_points=n, n_sampled=n_sampled,
+        paths=paths, problem_path=problem_path, n_points=n, n_sampled=n_sampled, samples=config.sampling.samples,
         n_units=sampler.n_units(config.sampling.samples), sampler=sampler,
         experiment=default_model_name(inputs.dataset_name),
     )
@@ -111,15 +117,28 @@ def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
                         config.sampling.samples, sampling, plan.n_points)
 
 
-def describe(plan: RunPlan, todo: list[range]) -> str:
-    """The plan in a line: samples, model fits in all and still to compute."""
+def seconds_per_fit(db: ValuationStore, plan: RunPlan) -> float | None:
+    """Measured wall seconds per model fit of this sampling's stored batches, on one worker
+    (None before its first batch): what the plan's expected time is computed from."""
+    batches = db.batches(plan.sampling_id)
+    fits = float(batches["n_fits"].sum()) if batches.height else 0.0
+    return float(batches["seconds"].sum()) / fits if fits > 0 else None
+
+
+def describe(plan: RunPlan, todo: list[range], per_fit_s: float | None = None, workers: int = 1) -> str:
+    """The plan in a line: samples, model fits in all and still to compute, and the time
+    they should take (from ``per_fit_s``, measured on this sampling's stored batches)."""
     per_unit = plan.sampler.fits_per_unit
     left = sum(len(r) for r in todo)
     points = f"{plan.n_points:,} points" if plan.n_sampled == plan.n_points else \
         f"{plan.n_sampled:,} sampled of {plan.n_points:,} points (--points)"
-    line = (f"plan: {points} x {plan.config.sampling.samples} samples, about "
+    line = (f"plan: {points} x {plan.samples} samples, about "
             f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute, "
             f"{(plan.n_units - left) * per_unit:,.0f} stored")
+    if left and per_fit_s is not None:
+        line += f"; expected {_duration(left * per_unit * per_fit_s / max(workers, 1))} on {workers} workers"
+    elif left:
+        line += "; expected time follows the first batch (progress lines give the ETA)"
     if left and per_unit > LARGE_UNIT_FITS:
         # a unit is indivisible (its samples are committed together): progress comes per unit
         line += (f". One Monte Carlo unit (a {plan.sampler.__class__.__name__.removesuffix('Sampler').lower()} "
@@ -127,6 +146,11 @@ def describe(plan: RunPlan, todo: list[range]) -> str:
                  "comes per chain; for tables this size --method distributional keeps every fit under "
                  "--max-size rows and every unit under a thousand fits")
     return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 # Above this many fits a unit takes minutes with the slower learners: the plan says so.
@@ -138,7 +162,7 @@ def pending(db: ValuationStore, plan: RunPlan, *, stored_only: bool = False) -> 
 
     ``stored_only`` (re-amortizing a run) refuses a plan that would need new fits.
     """
-    todo = plan_segments(plan.sampler, plan.config.sampling.samples, plan.config.sampling.batch_fits,
+    todo = plan_segments(plan.sampler, plan.samples, plan.config.sampling.batch_fits,
                          db.done_segments(plan.sampling_id))
     if stored_only and todo:
         missing = sum(len(r) for r in todo)

@@ -49,3 +49,50 @@ def test_options_are_the_cli_options():
         amortval.value(None, samplez=3)
     with pytest.raises(ConfigError, match="--samples"):
         amortval.value(None, samples=-1)
+
+
+def test_rounds_stop_by_rule_and_merge_across_seeds(tmp_path):
+    """Rounds double up to the cap and are stored and logged per round; a composed rule
+    travels from Python to the flow; two seeds merge with their counts added."""
+    from mlflow.tracking import MlflowClient
+
+    from amortval.stopping import MaxSamples, TargetError
+
+    demo = make_demo(seed=3, n_train=60, n_valid=40, n_new=20)
+    demo.valid.drop("flipped").write_parquet(tmp_path / "valid.parquet")
+    store = str(tmp_path / "store")
+    options = dict(FAST, samples=8, store=store, name="loans", valid=str(tmp_path / "valid.parquet"))
+    # an unreachable target: every round runs, and the cap (a rule of its own here) stops it
+    result = amortval.value(demo.train, target="label", stop=TargetError(1e-9) | MaxSamples(6), **options)
+    rounds = result.rounds
+    assert rounds["samples"].to_list() == [2, 4, 6]  # doubling, then the rule's own cap of 6
+    assert rounds["fits"].to_list() == sorted(rounds["fits"].to_list())
+    assert rounds["stop_reason"].to_list()[:-1] == [None, None]
+    assert result.stop_reason == "cap of 6 samples per point reached"
+    assert (result.values["samples"] == 6).all() and result.metrics["samples_per_point"] == 6
+    history = MlflowClient(result.mlflow_uri).get_metric_history(result.mlflow_run_id, "round_estimated_nmse")
+    assert sorted(m.step for m in history) == [2, 4, 6]
+    # the same seed shares its draws: refused; another seed merges
+    with pytest.raises(ConfigError, match="count them twice"):
+        result.merge(amortval.value(demo.train, target="label", target_error=None, samples=4,
+                                    **{k: v for k, v in options.items() if k != "samples"}))
+    other = amortval.value(demo.train, target="label", seed=1, target_error=None, samples=4,
+                           **{k: v for k, v in options.items() if k != "samples"})
+    merged = result + other
+    assert (merged.values["samples"] == 10).all() and merged.merged == (result, other)
+    a, b = result.values.sort("row"), other.values.sort("row")
+    expected = (6 * a["monte_carlo_value"] + 4 * b["monte_carlo_value"]) / 10
+    assert (merged.values.sort("row")["monte_carlo_value"] - expected).abs().max() < 1e-12
+    with pytest.raises(ConfigError, match="differ"):
+        result.merge(amortval.value(demo.train, target="label", learner="knn", target_error=None, samples=2,
+                                    **{k: v for k, v in options.items() if k != "samples"}))
+
+
+def test_plot_with_a_test_set_draws_the_removal_curve(tmp_path):
+    demo = make_demo(seed=4, n_train=50, n_valid=30, n_new=40)
+    result = amortval.value(demo.train, target="label", store=str(tmp_path / "store"), name="loans",
+                            target_error=None, **FAST)
+    distribution, removal = result.plot(test=demo.new.drop("flipped"), fractions=[0.0, 0.2, 0.4])
+    assert isinstance(distribution, Figure) and isinstance(removal, Figure)
+    lines = [line for ax in removal.axes for line in ax.get_lines()]
+    assert lines and all(len(line.get_xdata()) == 3 for line in lines)

@@ -71,7 +71,7 @@ def test_the_plan_warns_when_one_unit_is_a_long_chain():
         config = RunConfig.from_options(**options)
         sampler = make_sampler(config.sampling, n)
         return SimpleNamespace(config=config, sampler=sampler, n_points=n, n_sampled=config.sampling.n_sampled(n),
-                               n_units=sampler.n_units(config.sampling.samples))
+                               samples=config.sampling.samples, n_units=sampler.n_units(config.sampling.samples))
 
     big = plan(36_000, samples=2)
     line = describe(big, [range(0, big.n_units)])

@@ -22,7 +22,7 @@ from valuing import value
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-N_TRAIN = 40
+N_TRAIN = 300  # a network that beats a constant needs a few hundred points
 FAST = dict(target="label", seed=0, epochs=2, pretrain_epochs=2, batch_fits=100, mislabeled_column="flipped")
 
 
@@ -62,7 +62,7 @@ def test_a_larger_budget_computes_only_the_new_draws_and_equals_a_fresh_run(file
     with ValuationStore(tmp_path / "a" / "amortval.duckdb") as db:
         assert db.sample_count(ten["sampling_id"]) == N_TRAIN * 6, "the store holds 6 samples per point, not 9"
     assert pl.read_parquet(twenty["values_path"]).equals(pl.read_parquet(fresh["values_path"]))
-    figures("budget extension (40 points)", f"--samples 3 then 6: {int(ten['new_model_fits'])} + "
+    figures(f"budget extension ({N_TRAIN} points)", f"--samples 3 then 6: {int(ten['new_model_fits'])} + "
             f"{int(twenty['new_model_fits'])} fits; fresh 6: {int(fresh['new_model_fits'])} fits; values identical")
 
 

@@ -8,6 +8,7 @@ model over *raw* columns (``pyfunc.py``) and registered under the dataset's mode
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Mapping
@@ -60,6 +61,7 @@ def log_valuation_run(
     metrics: Mapping[str, Any],
     history: list[dict],
     tables: Mapping[str, pl.DataFrame],
+    curves: Mapping[str, list[tuple[int, float]]] | None = None,
     figures: Mapping[str, Figure],
     model: ValuationModel,
     input_example: pd.DataFrame,
@@ -73,7 +75,8 @@ def log_valuation_run(
     Artifacts: ``tables/<name>.parquet``, ``figures/<name>.png`` and the pyfunc model
     ``valuation_model``. Nested params are flattened (``amortization.lr``); only scalar
     metrics are logged; ``history`` gives per-epoch ``train_mse``/``heldout_mse`` with
-    step = epoch. ``started_at`` (a ``time.time()``) makes the run's duration cover the
+    step = epoch; ``curves`` more metric curves as (step, value) pairs (the rounds'
+    estimated error, step = samples per point). ``started_at`` (a ``time.time()``) makes the run's duration cover the
     whole valuation, not only the logging. ``dataset`` is logged as the run's training
     input (the UI's Dataset column), ``summary`` as ``summary.md`` (Markdown that links
     the figures). Figures are cleared after logging (consumed). Runs of the same
@@ -95,6 +98,8 @@ def log_valuation_run(
                 now = int(time.time() * 1000)
                 epoch_metrics = [Metric(key, float(row[key]), now, int(row["epoch"]))
                                  for row in history for key in HISTORY_KEYS if row.get(key) is not None]
+                epoch_metrics += [Metric(key, float(value), now, int(step)) for key, points in (curves or {}).items()
+                                  for step, value in points if math.isfinite(value)]
                 mlflow_client.log_batch(run_id, params=[], metrics=[Metric(k, v, now, 0) for k, v in scalars.items()]
                                         + epoch_metrics)
                 mlflow.log_params({k: _param_text(v) for k, v in flatten_params(params).items()})
