@@ -68,12 +68,14 @@ def run(config, *, amortize_only: bool = False, planned: Callable | None = None)
     if planned is not None:
         planned(plan)
     if stored_status(plan) == "completed":  # nothing to compute: report without starting a workflow
-        from amortval.tasks.record import completed_summary  # loads MLflow: only when needed
-        from amortval.tasks.report import export_values
+        from amortval.tasks.record import completed_summary
 
         done = completed_summary(plan, log=lambda line: print(f"amortval: {line}", file=sys.stderr))
         if done is not None:
-            export_values(done["values_path"], config.out)
+            if config.out:  # the report module loads matplotlib and torch: only when there is a copy to write
+                from amortval.tasks.report import export_values
+
+                export_values(done["values_path"], config.out)
             return {**done, "source": inputs.source, "out": config.out, "seconds": time.time() - started}
     from amortval.flows.valuation import value_dataset
 

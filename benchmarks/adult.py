@@ -44,8 +44,10 @@ def read_adult(path: Path = ADULT) -> pl.DataFrame:
         pl.col(NUMERIC).cast(pl.Int64), pl.col("income").str.strip_chars_end("."))
 
 
-def adult_problem(n: int, *, seed: int = 0, n_valid: int = 100, n_test: int = 1000,
-                  flip_fraction: float = 0.2) -> AdultSplit:
+def adult_frames(n: int, *, seed: int = 0, n_valid: int = 100, n_test: int = 1000,
+                 flip_fraction: float = 0.2) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """Raw (unencoded) train with flipped labels, validation and test rows, and the flips:
+    what a user would hand ``amortval value --data --valid`` (benchmarks/peers.py does)."""
     rng = np.random.default_rng(seed)
     raw = read_adult()
     rows = raw[rng.permutation(raw.height)[: n + n_valid + n_test].tolist()]
@@ -54,7 +56,13 @@ def adult_problem(n: int, *, seed: int = 0, n_valid: int = 100, n_test: int = 10
     flipped[rng.choice(n, int(round(flip_fraction * n)), replace=False)] = True
     other = {"<=50K": ">50K", ">50K": "<=50K"}
     labels = [other[v] if f else v for v, f in zip(train["income"].to_list(), flipped)]
-    train = train.with_columns(pl.Series("income", labels))
+    return train.with_columns(pl.Series("income", labels)), valid, test, flipped
+
+
+def adult_problem(n: int, *, seed: int = 0, n_valid: int = 100, n_test: int = 1000,
+                  flip_fraction: float = 0.2) -> AdultSplit:
+    train, valid, test, flipped = adult_frames(n, seed=seed, n_valid=n_valid, n_test=n_test,
+                                               flip_fraction=flip_fraction)
     encoder = TabularEncoder.fit(train, "income")
     x, y = encoder.transform(train), encoder.labels(train)
     problem = Problem(x, y, encoder.transform(valid), encoder.labels(valid), encoder.n_classes)

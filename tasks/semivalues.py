@@ -18,8 +18,9 @@ contribution is an unbiased sample of phi_i. ``p`` is what distinguishes them:
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-from scipy.special import gammaln
+
+# scipy (~0.6 s to import) is loaded by the functions that need it: planning or re-reporting
+# a Shapley run, the default, never does.
 
 
 def size_range(n_others: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -46,8 +47,12 @@ def size_distribution(method: str, n_others: int, *, alpha: float = 16.0, beta: 
     if method == "shapley":
         p = np.full(n_others + 1, 1.0 / (n_others + 1))
     elif method == "beta":
+        from scipy import stats
+
         p = stats.betabinom.pmf(k, n_others, beta, alpha)
     elif method == "banzhaf":
+        from scipy import stats
+
         p = stats.binom.pmf(k, n_others, 0.5)
     elif method == "distributional":
         if max_size is None:
@@ -61,6 +66,8 @@ def size_distribution(method: str, n_others: int, *, alpha: float = 16.0, beta: 
 
 def subset_coefficients(p: np.ndarray) -> np.ndarray:
     """Weight of one coalition of size k: p(k) / C(n-1, k) (for exact enumeration)."""
+    from scipy.special import gammaln
+
     n_others = len(p) - 1
     k = np.arange(n_others + 1)
     log_binom = gammaln(n_others + 1) - gammaln(k + 1) - gammaln(n_others - k + 1)

@@ -7,6 +7,12 @@ a fresh database dominate the cost.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from types import SimpleNamespace
 
 import numpy as np
@@ -96,6 +102,59 @@ def test_init_tracking_is_idempotent_and_keeps_artifacts_in_store(logged):
     experiment = logged["client"].get_experiment(experiment_id)
     assert experiment.artifact_location == (logged["store"] / "mlartifacts").resolve().as_uri()
     assert (logged["store"] / "mlartifacts").is_dir()
+
+
+def test_local_run_active_answers_from_sqlite_and_leaves_the_rest_to_mlflow(logged):
+    uri, client = logged["uri"], logged["client"]
+    assert tracking.local_run_active(uri, logged["first"].run_id)
+    assert not tracking.local_run_active(uri, "0" * 32)
+    assert not tracking.local_run_active(uri, None)
+    assert not tracking.local_run_active("http://127.0.0.1:9", logged["first"].run_id)  # not settled: MLflow asks
+    experiment = client.create_experiment("amortval-deleted-later")
+    deleted_run, kept_run = (client.create_run(experiment).info.run_id for _ in range(2))
+    client.delete_run(deleted_run)
+    assert not tracking.local_run_active(uri, deleted_run)
+    assert tracking.local_run_active(uri, kept_run)
+    client.delete_experiment(experiment)  # init_tracking restores it: that path needs MLflow
+    assert not tracking.local_run_active(uri, kept_run)
+
+
+def test_local_run_active_relocates_a_moved_store_like_init_tracking(logged, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(logged["store"], moved)
+    uri = tracking.tracking_uri(moved) if "MLFLOW_TRACKING_URI" not in os.environ else None
+    if uri is None:
+        pytest.skip("MLFLOW_TRACKING_URI points elsewhere")
+    assert tracking.local_run_active(uri, logged["first"].run_id)
+    with closing(sqlite3.connect(moved / "mlflow.db")) as con:
+        (location,) = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?",
+                                  (logged["first"].run_id,)).fetchone()
+    assert location.startswith((moved / "mlartifacts").resolve().as_uri()), location
+
+
+def test_error_code_names_are_mlflow_s():
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    from amortval.tasks.tracking.backend import ALREADY_EXISTS, DOES_NOT_EXIST
+
+    assert (ALREADY_EXISTS, DOES_NOT_EXIST) == (ErrorCode.Name(RESOURCE_ALREADY_EXISTS),
+                                                ErrorCode.Name(RESOURCE_DOES_NOT_EXIST))
+
+
+def test_re_reporting_a_finished_run_loads_no_mlflow_torch_matplotlib_or_scipy(logged):
+    """What `amortval value` imports when the run is complete (api.run -> completed_summary):
+    those four cost ~4 s of the re-report's ~5 s before they were loaded on demand."""
+    code = ("import sys\n"
+            "from amortval.flows import cli\n"
+            "from amortval import api\n"
+            "from amortval.tasks import record, tracking\n"
+            "from amortval.tasks.run_plan import plan_run, stored_status\n"
+            "active = tracking.local_run_active(sys.argv[1], sys.argv[2])\n"
+            "print(active, [m for m in ('mlflow', 'torch', 'matplotlib', 'scipy') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", code, logged["uri"], logged["first"].run_id],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True []", done.stdout
 
 
 def test_run_holds_params_metrics_curves_artifacts_and_version(logged):

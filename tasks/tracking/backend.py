@@ -19,28 +19,26 @@ import sqlite3
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from amortval.errors import AmortvalError, storage_errors
+from amortval.tasks.paths import TRACKING_FILE, tracking_tables
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# Before mlflow is first imported (by whichever function needs it): no telemetry.
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import (  # noqa: E402
-    RESOURCE_ALREADY_EXISTS,
-    RESOURCE_DOES_NOT_EXIST,
-    ErrorCode,
-)
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from amortval.errors import AmortvalError, storage_errors  # noqa: E402
-from amortval.tasks.paths import TRACKING_FILE, tracking_tables  # noqa: E402
-
 ARTIFACTS = "mlartifacts"
-ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
-DOES_NOT_EXIST = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+# MLflow's error-code names (``ErrorCode.Name`` of its protobuf codes; a test checks them),
+# spelled out so that this module loads without mlflow: only what talks to MLflow imports it.
+ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 # (table, column) pairs holding artifact locations in MLflow 3's SQL schema.
 _LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                      ("model_versions", "source"), ("model_versions", "storage_location"),
@@ -65,6 +63,8 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def client(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -83,6 +83,8 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str) -> st
 
 
 def _init_tracking(uri: str, db: Path | None, store_dir: str | Path | None, experiment: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     if db is not None:
         if not db.exists():
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,28 @@ def _init_tracking(uri: str, db: Path | None, store_dir: str | Path | None, expe
     if found.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(found.experiment_id)
     return found.experiment_id
+
+
+def local_run_active(uri: str, run_id: str | None) -> bool:
+    """True when ``uri`` is a local SQLite database (checked and relocated as ``init_tracking``
+    does) holding ``run_id`` active in an active experiment, read with sqlite3 alone.
+
+    Re-reporting a finished run needs only this answer; MLflow's client would first import
+    mlflow and build its SQLAlchemy store (~2.5 s together). False means "not settled here"
+    (another backend, no database, a run or experiment missing or deleted): the caller goes
+    through MLflow, which also repairs what it can (``init_tracking`` restores a deleted
+    experiment).
+    """
+    db = sqlite_path(uri)
+    if not run_id or db is None or not db.exists():
+        return False
+    with storage_errors(db):
+        check_sqlite(db)
+        relocate(db, db.parent)
+        with closing(sqlite3.connect(db)) as con:
+            row = con.execute("SELECT r.lifecycle_stage, e.lifecycle_stage FROM runs r JOIN experiments e "
+                              "ON e.experiment_id = r.experiment_id WHERE r.run_uuid = ?", (run_id,)).fetchone()
+    return row == ("active", "active")
 
 
 def check_sqlite(path: Path) -> None:
@@ -195,6 +219,8 @@ def _process_alive(pid: int) -> bool:
 @contextmanager
 def using(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri``, then put the environment back as it was."""
+    import mlflow
+
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
