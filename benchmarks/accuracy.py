@@ -64,14 +64,15 @@ FRACTIONS = np.round(np.arange(0.0, 0.51, 0.05), 2)
 SAMPLE_SEED, TRUTH_SEED = 0, 1_000_003
 
 
-def sample_matrix(problem: Problem, learner: str, samples: int) -> np.ndarray:
-    """(n, samples) permutation samples; column j is permutation j (the run's draws)."""
-    config = RunConfig.from_options(learner=learner, samples=samples, seed=SAMPLE_SEED)
-    utility = make_utility(learner, problem, learner_seed(SAMPLE_SEED), knn_k=config.utility.knn_k)
+def sample_matrix(problem: Problem, learner: str, samples: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """(n, samples) permutation samples of the run with this seed; column j is permutation j
+    (the run's draws)."""
+    config = RunConfig.from_options(learner=learner, samples=samples, seed=seed)
+    utility = make_utility(learner, problem, learner_seed(seed), knn_k=config.utility.knn_k)
     sampler = make_sampler(config.sampling, problem.n)
     out = np.zeros((problem.n, samples))
     for units in plan_segments(sampler, samples, config.sampling.batch_fits):
-        rows = sampler.run(utility, units, SAMPLE_SEED)
+        rows = sampler.run(utility, units, seed)
         out[rows.point, rows.draw] = rows.weight * rows.delta
     return out
 

@@ -34,33 +34,18 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import truth_for  # noqa: E402
+from accuracy import sample_matrix, truth_for  # noqa: E402
 from adult import ADULT, adult_problem  # noqa: E402
 
-from amortval.models.utility import make_utility  # noqa: E402
 from amortval.tasks.amortize import amortize  # noqa: E402
 from amortval.tasks.config import DEFAULT_TARGET_ERROR, AmortizationConfig, RunConfig  # noqa: E402
-from amortval.tasks.marginals import learner_seed  # noqa: E402
 from amortval.tasks.metrics import mislabeled_auroc, truth_metrics  # noqa: E402
 from amortval.tasks.runtime import pin_threads  # noqa: E402
-from amortval.tasks.samplers import make_sampler, plan_segments  # noqa: E402
 
 FULL = [("knn", 1000, 64, None), ("logreg", 250, 64, 2000), ("knn", 5000, 32, None)]  # utility, n, max m, truth m
 QUICK = [("knn", 1000, 64, None)]
 SEEDS, QUICK_SEEDS = 10, 3
 FACTOR = 1.5  # the estimate should be within this factor of the truth
-
-
-def sample_matrix(problem, learner: str, samples: int, seed: int) -> np.ndarray:
-    """(n, samples) permutation samples of the run with this seed (column j = draw j)."""
-    config = RunConfig.from_options(learner=learner, samples=samples, seed=seed)
-    utility = make_utility(learner, problem, learner_seed(seed), knn_k=config.utility.knn_k)
-    sampler = make_sampler(config.sampling, problem.n)
-    out = np.zeros((problem.n, samples))
-    for units in plan_segments(sampler, samples, config.sampling.batch_fits):
-        rows = sampler.run(utility, units, seed)
-        out[rows.point, rows.draw] = rows.weight * rows.delta
-    return out
 
 
 def rounds_for(max_m: int, first: int) -> list[int]:

@@ -90,13 +90,17 @@ def _grouped(rule: Rule, looser: type) -> str:
     return f"({rule!r})" if isinstance(rule, looser) else repr(rule)
 
 
+def _check_positive(name: str, value: object, what: str) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive {what} (got {value!r})")
+
+
 @dataclass(frozen=True, repr=False)
 class TargetError(Rule):
     error: float
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.error, (int, float)) and math.isfinite(self.error) and self.error > 0):
-            raise ConfigError(f"target_error must be a positive number (got {self.error!r})")
+        _check_positive("target_error", self.error, "number")
 
     def reason(self, rounds: list[Round]) -> str | None:
         last = rounds[-1]
@@ -113,8 +117,7 @@ class TimeBudget(Rule):
     seconds: float
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds > 0):
-            raise ConfigError(f"time_budget must be a positive number of seconds (got {self.seconds!r})")
+        _check_positive("time_budget", self.seconds, "number of seconds")
 
     def reason(self, rounds: list[Round]) -> str | None:
         last = rounds[-1]
