@@ -262,3 +262,23 @@ def test_a_network_of_pure_noise_fails_the_gate():
     res = amortize(x, y, 2, noise, config=AmortizationConfig(epochs=3), seed=0)
     assert not res.gate_passed and res.gate_mse_network < res.gate_mse_monte_carlo
     assert res.error.nmse + res.error.nmse_se > 0.5  # and no error target would be met
+
+
+def test_pretraining_epochs_take_at_most_pretrain_rows(monkeypatch, game):
+    """A large table's pretraining epoch is a random PRETRAIN_ROWS of it, not every row."""
+    from torch import nn
+
+    import amortval.tasks.amortize as module
+
+    seen: list[int] = []
+
+    class Counting(nn.CrossEntropyLoss):
+        def forward(self, logits, target):
+            seen.append(int(target.shape[0]))
+            return super().forward(logits, target)
+
+    monkeypatch.setattr(module, "PRETRAIN_ROWS", 50)
+    monkeypatch.setattr(module.nn, "CrossEntropyLoss", Counting)
+    x, y, _, samples = game
+    amortize(x, y, 2, samples, config=AmortizationConfig(pretrain_epochs=3, epochs=1, folds=2), seed=0)
+    assert sum(seen) == 2 * 3 * 50  # 2 fold networks x 3 epochs x 50 rows, of the game's 400
