@@ -313,7 +313,10 @@ def curate_trial(data: Path, reference: dict, env: dict, root: Path) -> dict:
     store = root / "curate" / "store"
     shutil.copytree(reference["store"], store)  # a store with a registered model, moved (relocated)
     env, log = user_environment(env, root / "curate" / "prefect-home"), root / "curate.log"
-    argv = [sys.executable, "-m", "amortval.flows.cli", "curate", "--data", str(data / "new.parquet"),
+    # 10 rows score in well under the 0.5 s the signal waits: a large file keeps the flow busy
+    big = root / "curate" / "new-200k.parquet"
+    pl.concat([pl.read_parquet(data / "new.parquet")] * 20_000).write_parquet(big)
+    argv = [sys.executable, "-m", "amortval.flows.cli", "curate", "--data", str(big),
             "--mislabeled-column", "flipped", "--store", str(store), "--model-version", "1"]  # gate may have failed
     proc = start(data, store, env, log, argv=argv)
     result = interrupt(proc, log, 0, signal.SIGTERM, after="Beginning flow run", delay=0.5, group=False)
