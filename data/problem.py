@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,9 @@ class Problem:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_suffix(".tmp.npz")
+        # A temporary name of this process's own: two runs started together write the same
+        # problem (same content) and each replaces the file atomically with its own copy.
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         with storage_errors(path):  # a full disk: one line naming the file, no temp file left
             path.parent.mkdir(parents=True, exist_ok=True)
             try:

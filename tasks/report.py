@@ -13,6 +13,7 @@ Comparisons with the Monte Carlo estimates use the sampled rows only.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,7 @@ def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write atomically: a killed run never leaves a torn output file, a failed write no temp
     file; a full disk or read-only place is a ``StorageError`` naming ``path``."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes never share a temp file
     with storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
