@@ -108,7 +108,7 @@ def load(run_id: str, *, store: str | None = None) -> ValuationResult:
         if len(ids) != 1:
             raise ConfigError(f"{'no run' if not ids else 'several runs'} match {run_id!r} in {paths['root']}")
         stored, metrics = db.run(ids[0]), db.metrics(ids[0])
-        reasons = [r for r in db.rounds(ids[0])["stop_reason"].to_list() if r]
+        stop_reason = db.stop_reason(ids[0])
     if stored["status"] != "completed":
         raise ConfigError(f"run {ids[0]} is {stored['status']}, not completed; re-run `amortval value` to finish it")
     return ValuationResult.from_summary({
@@ -117,7 +117,7 @@ def load(run_id: str, *, store: str | None = None) -> ValuationResult:
         "values_path": str(paths["values"] / f"{stored['run_id']}.parquet"),
         "mlflow_uri": tracking_uri(paths["root"]), "mlflow_run_id": stored["mlflow_run_id"],
         "model_name": stored["model_name"], "model_version": stored["model_version"], "config": stored["config"],
-        "stop_reason": reasons[-1] if reasons else None})
+        "stop_reason": stop_reason})
 
 
 def _as_path(data: Any, store: str, name: str) -> str | None:

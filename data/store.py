@@ -327,6 +327,12 @@ class ValuationStore(SampleTables):
         return self._query("SELECT round, samples, fits, seconds, estimated_nmse, estimated_nmse_se, stop_reason FROM rounds "
                            "WHERE run_id = ? ORDER BY round", [run_id])
 
+    def stop_reason(self, run_id: str) -> str | None:
+        """Why the run's sampling stopped (its last round's reason), None before it did."""
+        row = self._fetchone("SELECT stop_reason FROM rounds WHERE run_id = ? AND stop_reason IS NOT NULL "
+                             "ORDER BY round DESC LIMIT 1", [run_id])
+        return None if row is None else str(row[0])
+
     def metrics(self, run_id: str) -> dict[str, float]:
         rows = self._fetchall("SELECT name, value FROM run_metrics WHERE run_id = ? ORDER BY name", [run_id])
         return {str(k): float(v) if v is not None else float("nan") for k, v in rows}

@@ -31,7 +31,8 @@ def bar_wanted() -> bool:
     return setting == "bar" or sys.stderr.isatty()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Wall time as people read it: '45 s', '3 min 05 s', '2 h 10 min'."""
     if seconds != seconds or seconds == float("inf"):
         return "unknown"
     seconds = int(round(seconds))
@@ -99,7 +100,7 @@ class Progress:
         rate = self._rate_text()
         return (f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({self.done / max(self.total, 1):.0%})"
                 + (f": {counts}" if counts else "") + (f" ({rate})" if rate else "")
-                + f"; elapsed {_duration(self.elapsed())}, ETA {_duration(self.eta())}")
+                + f"; elapsed {duration(self.elapsed())}, ETA {duration(self.eta())}")
 
     def _rate_text(self) -> str:
         fits = self.counts.get("fits")

@@ -157,9 +157,8 @@ def completed_summary(plan: RunPlan, log: Callable[[str], None]) -> dict | None:
 def summary(db: ValuationStore, plan: RunPlan) -> dict:
     """What the CLI prints and the flow returns: ids, files, figures."""
     stored = db.run(plan.run_id) or {}
-    reasons = [r for r in db.rounds(plan.run_id)["stop_reason"].to_list() if r]
     return {
-        "run_id": plan.run_id, "stop_reason": reasons[-1] if reasons else None, "sampling_id": plan.sampling_id, "dataset_id": plan.dataset_id,
+        "run_id": plan.run_id, "stop_reason": db.stop_reason(plan.run_id), "sampling_id": plan.sampling_id, "dataset_id": plan.dataset_id,
         "store": str(plan.paths["root"]), "duckdb": str(plan.paths["duckdb"]), "values_path": str(plan.values_path),
         "mlflow_uri": tracking.tracking_uri(plan.paths["root"]), "mlflow_run_id": stored.get("mlflow_run_id"),
         "model_name": stored.get("model_name"), "model_version": stored.get("model_version"),

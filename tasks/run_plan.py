@@ -17,6 +17,7 @@ import numpy as np
 from amortval.data.store import ValuationStore
 from amortval.errors import ConfigError
 from amortval.tasks.config import RunConfig
+from amortval.tasks.progress import duration
 from amortval.tasks.prepare import Inputs, default_model_name, store_paths
 from amortval.tasks.samplers import Sampler, make_sampler, plan_segments, sampled_points
 
@@ -136,7 +137,7 @@ def describe(plan: RunPlan, todo: list[range], per_fit_s: float | None = None, w
             f"{plan.n_units * per_unit:,.0f} model fits; {left * per_unit:,.0f} to compute, "
             f"{(plan.n_units - left) * per_unit:,.0f} stored")
     if left and per_fit_s is not None:
-        line += f"; expected {_duration(left * per_unit * per_fit_s / max(workers, 1))} on {workers} workers"
+        line += f"; expected {duration(left * per_unit * per_fit_s / max(workers, 1))} on {workers} workers"
     elif left:
         line += "; expected time follows the first batch (progress lines give the ETA)"
     if left and per_unit > LARGE_UNIT_FITS:
@@ -146,11 +147,6 @@ def describe(plan: RunPlan, todo: list[range], per_fit_s: float | None = None, w
                  "comes per chain; for tables this size --method distributional keeps every fit under "
                  "--max-size rows and every unit under a thousand fits")
     return line
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
-        f"{seconds / 3600:.1f} h"
 
 
 # Above this many fits a unit takes minutes with the slower learners: the plan says so.
