@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="run only these cases")
     parser.add_argument("--truth-samples", type=int, default=DEFAULT_TRUTH_SAMPLES,
                         help="samples per probe of the stored truth (a new count is a new truth, computed once)")
+    parser.add_argument("--skip-truth", action="store_true",
+                        help="time the runs only: no probe truth (probe columns stay empty)")
     parser.add_argument("--cache", default="benchmarks/.store/scale", help="tables, run stores, the truth store")
     parser.add_argument("--plots", default="benchmarks/results", help="folder for the growth plot ('' for none)")
     parser.add_argument("--replot", action="store_true", help="redraw the table and plot from --json; run nothing")
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(record)
         measured.append((record, values, problem_path))
         save()
-    for record, values, problem_path in measured:
+    for record, values, problem_path in [] if args.skip_truth else measured:
         add_probe_quality(record, values, problem_path, args)
         save()
     print()

@@ -53,6 +53,25 @@ def test_progress_lines_count_rate_and_eta():
     assert progress.eta() == pytest.approx(55 / 25 * progress.elapsed(), rel=0.5)
 
 
+def test_eta_follows_the_pace_after_start_up(monkeypatch):
+    """A 1M-row run on one Dask worker: 20 s of start-up (the worker loads the problem)
+    before the first batch, then 10 units a second. The ETA is the pace after start-up,
+    not the start-up spread over the work."""
+    clock = [0.0]
+    monkeypatch.setattr("amortval.tasks.progress.time.perf_counter", lambda: clock[0])
+    progress = Progress("sampling", 1_000, unit="units", log=lambda line: None, bar=False)
+    assert progress.eta() != progress.eta(), "unknown before any work"
+    clock[0] = 20.0
+    progress.update(10)
+    assert progress.eta() == pytest.approx(990 * 20.0 / 10), "one batch: the only pace there is"
+    for _ in range(30):
+        clock[0] += 1.0
+        progress.update(10)
+    assert progress.done == 310
+    assert progress.eta() == pytest.approx(69.0), "690 units left at 10/s"
+    assert progress.elapsed() * (1_000 - 310) / 310 > 100, "the whole-run pace would say over 100 s"
+
+
 def test_a_heartbeat_line_while_nothing_finishes():
     lines = []
     progress = Progress("sampling", 10, unit="units", log=lines.append, bar=False, every_s=0.0)
