@@ -63,3 +63,43 @@ def test_the_readme_anytime_block_runs_as_written(tmp_path, cli_environment):
     assert re.search(r"stopping: (the lowest 10% kept \d+% of its rows|cap of 50)", stable)
     assert re.search(r"stopping: .*(and|time budget 60 s|cap of 50)", ruled)
     assert "round 1: 20 samples per point" in fixed and "no stopping rule: one round" in fixed
+
+
+def test_the_readme_python_block_runs_as_written(tmp_path, cli_environment):
+    """The README's Python block, unchanged, in a folder with the demo's rows as the files it
+    names (the demo's own label column, its flip marks dropped so they are not a feature);
+    then what it built is checked from the same interpreter."""
+    import polars as pl
+    from readme_blocks import readme_block
+
+    from amortval.data.demo import make_demo
+
+    demo, other = make_demo(seed=0), make_demo(seed=1)
+    for name, frame in (("train", demo.train), ("valid", demo.valid), ("test", other.valid), ("new", demo.new)):
+        frame.drop("flipped").write_parquet(tmp_path / f"{name}.parquet")
+    checks = """
+import json
+print("CHECKS " + json.dumps({
+    "rows": result.values.height, "lowest": result.lowest(10).height, "rounds": len(result.rounds),
+    "stop_reason": result.stop_reason, "strict_reason": strict.stop_reason,
+    "samples": [int(r.values["samples"].sum()) for r in (result, strict, both)],
+    "figures": [type(f).__name__ for f in (result.plot(), result.plot(test="test.parquet"))],
+    "model_uri": result.model_uri, "loaded": amortval.load(result.run_id).run_id == result.run_id,
+    "kept": amortval.curate("new.parquet", drop_fraction=0.1).kept.height,
+}))
+"""
+    env = {**cli_environment, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{cli_environment.get('PATH', '')}"}
+    done = subprocess.run([sys.executable, "-c", readme_block("python") + checks], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    import json
+
+    got = json.loads(done.stdout.split("CHECKS ", 1)[1])
+    assert got["rows"] == 500 and got["lowest"] == 10 and got["rounds"] >= 1
+    assert got["stop_reason"] and got["strict_reason"]
+    first, strict, both = got["samples"]
+    assert both == first + strict, "merged per-row sample counts add"
+    assert got["figures"] == ["Figure", "tuple"], "plot(test=) adds the point-removal figure"
+    assert got["model_uri"].startswith("models:/amortval-train/")
+    assert got["loaded"] and got["kept"] == 270, "drop_fraction 0.1 of 300 new rows keeps 270"
+    assert pl.read_parquet(tmp_path / "new.parquet").height == 300
