@@ -141,12 +141,13 @@ def sample_in_rounds(db: ValuationStore, plan: RunPlan, inputs, started: float, 
     this is one round at ``--samples``."""
     logger, config = get_run_logger(), plan.config
     samples, rounds, new_fits, worker_rss = first_samples(config), [], 0, None
+    pretrained: dict = {}  # each fold network's pretraining, done in round 1, reused after
     while True:
         current, began = plan.at(samples), time.time()
         fits, rss = run_batches(db, current, pending(db, current, stored_only=amortize_only))
         new_fits, worker_rss, sampled = new_fits + fits, rss or worker_rss, time.time()
         epochs, on_epoch = _epoch_progress(logger, current)
-        result = amortize_task(db, current, inputs, progress=on_epoch)
+        result = amortize_task(db, current, inputs, progress=on_epoch, pretrained=pretrained)
         epochs.close()
         rounds.append(make_round(rounds, samples, db.fit_count(plan.sampling_id, below_unit=current.n_units),
                                  time.time() - started, sampled - began, time.time() - sampled,

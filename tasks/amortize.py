@@ -44,6 +44,14 @@ of regressing every sample at a fraction of the cost. Targets are divided by
 All randomness (initialization, shuffling, point folds) comes from the run ``seed``
 through its own named streams (``tasks/streams.py``: ``network``, ``point_folds``): the
 same inputs and seed give bit-identical values on CPU.
+
+**Pretraining once per run.** Fold f's network starts from its own stream
+(``network``, f): initialization and classifier pretraining depend on the features,
+labels, seed and fold only, never on the samples. A run sampling in rounds passes one
+``pretrained`` dict to every round's ``amortize``: the first round pretrains and keeps
+each fold's weights, later rounds start from them, with the same values as pretraining
+again. Pretraining is 20 epochs of up to 20,000 rows per fold against 10 regression
+epochs over the sampled rows, the larger part of a round.
 """
 
 from __future__ import annotations
@@ -166,6 +174,14 @@ def _predict(net: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float) -> 
     return out
 
 
+def _predict_at(net: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float, rows: np.ndarray) -> np.ndarray:
+    """The network's values at ``rows`` (0 elsewhere), as an array over every point."""
+    out = np.zeros(x.shape[0])
+    index = torch.as_tensor(rows)
+    out[rows] = _predict(net, x[index], y[index], scale)
+    return out
+
+
 PRETRAIN_ROWS = 20_000  # rows per pretraining epoch, at most
 
 
@@ -189,13 +205,29 @@ def _pretrain(net: ValuationNet, x: torch.Tensor, y: torch.Tensor, config: Amort
             optimizer.step()
 
 
-def _fit_fold(xt: torch.Tensor, yt: torch.Tensor, n_classes: int, f: _Fold, scale: float,
-              config: AmortizationConfig, generator: torch.Generator,
-              record: Callable[[int, np.ndarray], float]) -> tuple[ValuationNet, int, float, np.ndarray]:
-    """One network: pretrain, zero head, regress; returns it at its best held-out epoch."""
+def _pretrained(xt: torch.Tensor, yt: torch.Tensor, n_classes: int, config: AmortizationConfig, seed: int,
+                fold: int, cache: dict | None) -> ValuationNet:
+    """Fold ``fold``'s network, initialized and pretrained on its own stream; taken from
+    ``cache`` (and stored there) when one is given."""
+    generator = torch_generator(seed, "network", fold)
     net = ValuationNet(xt.shape[1], n_classes, config.hidden, config.layers, generator=generator)
+    key = (fold, seed, config.hidden, config.layers, config.pretrain_epochs, config.batch_size, config.lr,
+           tuple(xt.shape), n_classes)
+    if cache is not None and key in cache:
+        net.load_state_dict(cache[key])
+        return net
     net.train()
     _pretrain(net, xt, yt, config, generator)
+    if cache is not None:
+        cache[key] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return net
+
+
+def _fit_fold(net: ValuationNet, xt: torch.Tensor, yt: torch.Tensor, f: _Fold, scale: float,
+              config: AmortizationConfig, generator: torch.Generator,
+              record: Callable[[int, np.ndarray], float]) -> tuple[ValuationNet, int, float, np.ndarray]:
+    """One pretrained network: zero head, regress; returns it at its best held-out epoch."""
+    net.train()
     net.zero_head()
     rows = torch.as_tensor(np.flatnonzero(f.count > 0))
     target = torch.as_tensor(f.mean / scale, dtype=torch.float32)
@@ -206,7 +238,12 @@ def _fit_fold(xt: torch.Tensor, yt: torch.Tensor, n_classes: int, f: _Fold, scal
     total_steps = config.epochs * math.ceil(rows.numel() / config.batch_size)
     min_lr = config.lr * 0.01
 
-    pred = _predict(net, xt, yt, scale)
+    # Each epoch's MSEs read the points with samples only: predicting those, not every row,
+    # keeps an epoch's cost with the samples (2,500 sampled of a million rows).
+    active = f.count > 0
+    active[f.held_point] = True
+    active = np.flatnonzero(active)
+    pred = _predict_at(net, xt, yt, scale, active)
     best = (record(0, pred), 0, {k: v.detach().clone() for k, v in net.state_dict().items()}, pred)
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -221,7 +258,7 @@ def _fit_fold(xt: torch.Tensor, yt: torch.Tensor, n_classes: int, f: _Fold, scal
             (weight[idx] * err.square()).mean().backward()
             optimizer.step()
             step += 1
-        pred = _predict(net, xt, yt, scale)
+        pred = _predict_at(net, xt, yt, scale, active)
         heldout = record(epoch, pred)
         if heldout < best[0]:
             best = (heldout, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()}, pred)
@@ -253,13 +290,16 @@ def amortize(
     config: AmortizationConfig,
     seed: int,
     progress: Callable[[dict], None] | None = None,
+    pretrained: dict | None = None,
 ) -> AmortizationResult:
     """Cross-fit ``config.folds`` valuation networks on the samples and combine with MC.
 
     ``x`` (n, d) encoded features, ``y`` (n,) class indices, ``samples`` with columns
     point, draw, value. Returns the ensemble, its values, the combined values (float64,
     original units) and the quality gate. ``progress`` is called once per fold and
-    regression epoch (epoch 0 included) with that epoch's history entry.
+    regression epoch (epoch 0 included) with that epoch's history entry. ``pretrained``
+    (a dict the caller keeps across calls on the same features and labels) holds each
+    fold's pretrained weights: given again, pretraining is skipped with identical results.
     """
     started = time.perf_counter()
     n = int(x.shape[0])
@@ -285,7 +325,8 @@ def amortize(
                           "heldout_mse": curves[f, epoch, 1]})
             return float(curves[f, epoch, 1])
 
-        net, epoch, mse, pred = _fit_fold(xt, yt, n_classes, fold, scale, config, generator, record)
+        net = _pretrained(xt, yt, n_classes, config, seed, f, pretrained)
+        net, epoch, mse, pred = _fit_fold(net, xt, yt, fold, scale, config, generator, record)
         members.append(net)
         epochs.append(epoch)
         net_mse.append(mse)

@@ -30,15 +30,16 @@ if TYPE_CHECKING:
 
 
 def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
-                 progress: Callable[[dict], None] | None = None) -> AmortizationResult:
-    """Train the valuation network on the run's samples (draws below its budget)."""
+                 progress: Callable[[dict], None] | None = None, pretrained: dict | None = None) -> AmortizationResult:
+    """Train the valuation network on the run's samples (draws below its budget);
+    ``pretrained`` carries the fold networks' pretraining from one round to the next."""
     from amortval.tasks.amortize import amortize
 
     problem, config = inputs.problem, plan.config
     samples = db.samples(plan.sampling_id, below_draw=plan.samples)
     return amortize(problem.x_train, problem.y_train, problem.n_classes,
                     samples.select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value")),
-                    config=config.amortization, seed=config.sampling.seed, progress=progress)
+                    config=config.amortization, seed=config.sampling.seed, progress=progress, pretrained=pretrained)
 
 
 def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: AmortizationResult, *,

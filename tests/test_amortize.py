@@ -152,6 +152,29 @@ def test_same_seed_identical_other_seed_differs(game, result):
     assert not np.array_equal(other.values, res.values)
 
 
+def test_pretraining_is_reused_across_rounds_with_identical_results(game, result, monkeypatch):
+    """A run in rounds passes one dict to every round: round 2 skips pretraining (no call)
+    and gives the values a run pretraining again gives (the pretraining stream is the fold's)."""
+    import amortval.tasks.amortize as amortize_module
+
+    x, y, _, samples = game
+    res, _ = result
+    config = AmortizationConfig()
+    calls = []
+    pretrain = amortize_module._pretrain
+    monkeypatch.setattr(amortize_module, "_pretrain", lambda *a: calls.append(1) or pretrain(*a))
+    kept: dict = {}
+    first = amortize(x, y, 2, samples.filter(pl.col("point") < 300), config=config, seed=0, pretrained=kept)
+    assert len(calls) == config.folds and len(kept) == config.folds
+    again = amortize(x, y, 2, samples, config=config, seed=0, pretrained=kept)
+    assert len(calls) == config.folds, "round 2 pretrained nothing"
+    assert np.array_equal(again.values, res.values), "the same values as pretraining again"
+    assert not np.array_equal(first.values, again.values)
+    other_seed = amortize(x, y, 2, samples, config=config, seed=1, pretrained=kept)
+    assert len(calls) == 2 * config.folds, "another seed is another pretraining"
+    assert not np.array_equal(other_seed.values, res.values)
+
+
 def test_value_is_read_at_the_label(game, result):
     x, y, _, _ = game
     res, _ = result
