@@ -181,12 +181,14 @@ def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tu
         estimators["monte_carlo"] = train["mc_value"].to_numpy()
     if "mislabeled" in train.columns:
         learner, seed, knn_k = config.utility.learner, learner_seed(config.sampling.seed), config.utility.knn_k
-        curves = {name: removal_curves(problem, learner, values, REMOVAL_FRACTIONS, seed=seed, knn_k=knn_k)
+        workers = config.workers or os.cpu_count() or 1  # the flow's own threads: its batches are done
+        curves = {name: removal_curves(problem, learner, values, REMOVAL_FRACTIONS, seed=seed, knn_k=knn_k,
+                                       workers=workers)
                   for name, values in estimators.items() if name != "network"}
         figures["point_removal"] = plots.removal_curves_figure(curves)
         for name, curve in curves.items():
             metrics[f"removal_low10_accuracy_{name}"] = float(curve["low_removed"][2])  # 10% removed
-        gain = curation_gain(problem, learner, estimators["reported"] >= 0, seed=seed, knn_k=knn_k)
+        gain = curation_gain(problem, learner, estimators["reported"] >= 0, seed=seed, knn_k=knn_k, workers=workers)
         metrics.update({"curation_accuracy_all": gain["all"], "curation_accuracy_kept": gain["kept"],
                         "curation_gain": gain["gain"], "curation_kept": float(gain["n_kept"])})
     if config.utility.learner == "knn" and config.sampling.method == "shapley":

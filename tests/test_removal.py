@@ -97,3 +97,24 @@ def test_removal_curves_figure_draws_two_lines_per_estimator():
     close_figures([figure])
     with pytest.raises(ValueError, match="at least one"):
         removal_curves_figure({})
+
+
+@pytest.mark.parametrize("learner", ["xgboost", "logreg"])
+def test_refits_on_threads_give_the_serial_values_in_order(learner):
+    """Point removal's refits split over worker threads: the same accuracies, in order."""
+    from amortval.tasks.removal import evaluate
+
+    problem, flipped = flipped_problem()
+    values = np.where(flipped, -1.0, 1.0) + np.linspace(0, 0.1, problem.n)
+    fractions = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    serial = removal_curves(problem, learner, values, fractions, seed=3)
+    threaded = removal_curves(problem, learner, values, fractions, seed=3, workers=3)
+    for key in ("low_removed", "high_removed"):
+        np.testing.assert_array_equal(threaded[key], serial[key])
+    assert threaded["full"] == serial["full"]
+    masks = np.random.default_rng(0).random((7, problem.n)) < 0.5
+    utility = make_utility(learner, problem, 3)
+    for workers in (1, 2, 7, 20):
+        got = evaluate(utility, masks, workers)
+        np.testing.assert_array_equal(got[0], utility.evaluate(masks)[0])
+        np.testing.assert_array_equal(got[1], utility.evaluate(masks)[1])
