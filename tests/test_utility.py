@@ -141,6 +141,19 @@ def test_logreg_chunked_equals_one_at_a_time(k):
     np.testing.assert_array_equal(batched, alone)
 
 
+def test_logreg_chunks_on_a_large_table_are_never_smaller_than_their_padding():
+    """On 40,000 rows the memory bound alone allows 6 models a chunk, each chunk padded to
+    32: a chunk holds at least the 32 it is padded to, with v(S) as alone or chunked."""
+    problem = noisy_problem(40_000, 4, 2)
+    learner = BatchedLogisticRegression(problem, steps=5)
+    assert learner.chunk_size == 32
+    masks = random_masks(problem.n, 3) | (np.random.default_rng(1).random((3, problem.n)) < 0.9)
+    together = learner.fit_score(masks)
+    alone = np.array([BatchedLogisticRegression(problem, steps=5).fit_score(m[None])[0] for m in masks])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(together, BatchedLogisticRegression(problem, steps=5, chunk_size=1).fit_score(masks))
+
+
 def lbfgs_accuracy(problem: Problem, mask: np.ndarray) -> float:
     """Exact optimum of the same objective (float64 L-BFGS): the reference learner."""
     x = torch.from_numpy(problem.x_train[mask]).double()
