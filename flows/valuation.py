@@ -61,11 +61,11 @@ def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> tuple[i
     logger.info(describe(plan, todo, seconds_per_fit(db, plan), workers))
     if not todo:
         return 0, None
-    batches = BatchSizer(todo)
     progress = Progress("sampling", plan.n_units, unit="units", already_done=plan.n_units - sum(map(len, todo)),
                         log=logger.info)
     with batch_runner(config.runner, workers, config.dask_address) as pool:
         workers = batch_slots(pool, workers)
+        batches = BatchSizer(todo, workers=workers)
 
         def submit() -> set:
             units = batches.next()

@@ -18,10 +18,11 @@ def drain(sizer: BatchSizer, seconds_per_unit: float) -> list[range]:
     return out
 
 
+@pytest.mark.parametrize("workers", [1, 2, 5])
 @pytest.mark.parametrize("seconds_per_unit", [1e-4, 0.5, 30.0])
-def test_batches_cover_every_pending_unit_once_in_order(seconds_per_unit):
+def test_batches_cover_every_pending_unit_once_in_order(seconds_per_unit, workers):
     segments = [range(0, 64), range(100, 164), range(200, 210)]
-    batches = drain(BatchSizer(segments, target_s=20.0), seconds_per_unit)
+    batches = drain(BatchSizer(segments, target_s=20.0, workers=workers), seconds_per_unit)
     units = [u for b in batches for u in b]
     assert units == [u for s in segments for u in s]
     assert all(any(b.start >= s.start and b.stop <= s.stop for s in segments) for b in batches), "never across a gap"
@@ -35,6 +36,19 @@ def test_first_batches_are_small_then_sized_to_the_target():
     assert len(sizer.next()) == 400  # ...but growth is at most 4x per batch
     sizer.observe(400, 400 * 0.01)
     assert len(sizer.next()) == 300  # capped at the planned segment (what is left of it)
+
+
+def test_with_two_workers_the_last_batches_shrink_so_both_finish_together():
+    sizer = BatchSizer([range(0, 1_000)], target_s=20.0, workers=2)
+    sizes = [len(b) for b in drain(sizer, seconds_per_unit=0.01)]  # 2,000 units fit the target
+    assert sum(sizes) == 1_000
+    left = 1_000
+    for size in sizes:
+        assert size <= max(1, -(-left // 4)), (size, left)  # at most a quarter of what is left
+        left -= size
+    assert sizes[-3:] == [1, 1, 1] or sizes[-1] <= 2
+    one = [len(b) for b in drain(BatchSizer([range(0, 1_000)], target_s=20.0), seconds_per_unit=0.01)]
+    assert one == [125, 500, 375], "one worker: sized by time only"
 
 
 def test_slow_units_get_batches_of_one():
