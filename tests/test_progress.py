@@ -40,15 +40,17 @@ def test_first_batches_are_small_then_sized_to_the_target():
 
 def test_with_two_workers_the_last_batches_shrink_so_both_finish_together():
     sizer = BatchSizer([range(0, 1_000)], target_s=20.0, workers=2)
-    sizes = [len(b) for b in drain(sizer, seconds_per_unit=0.01)]  # 2,000 units fit the target
+    sizes = [len(b) for b in drain(sizer, seconds_per_unit=0.1)]  # 200 units fit the target
     assert sum(sizes) == 1_000
-    left = 1_000
-    for size in sizes:
-        assert size <= max(1, -(-left // 4)), (size, left)  # at most a quarter of what is left
+    left = 1_000 - sizes[0]
+    for size in sizes[1:]:
+        assert size <= max(20, -(-left // 4)), (size, left)  # a quarter of what is left, at least 2 s
         left -= size
-    assert sizes[-3:] == [1, 1, 1] or sizes[-1] <= 2
-    one = [len(b) for b in drain(BatchSizer([range(0, 1_000)], target_s=20.0), seconds_per_unit=0.01)]
-    assert one == [125, 500, 375], "one worker: sized by time only"
+    assert sizes[-1] <= 20 and len(sizes) > 1_000 // 200
+    one = [len(b) for b in drain(BatchSizer([range(0, 1_000)], target_s=20.0), seconds_per_unit=0.1)]
+    assert all(size in (125, 200) for size in one[:-1]), "one worker: sized by time only"
+    fast = [len(b) for b in drain(BatchSizer([range(0, 1_000)], target_s=20.0, workers=2), seconds_per_unit=1e-4)]
+    assert fast == [125, 500, 375], "units of 0.1 ms: no batch of under 2 s of work"
 
 
 def test_slow_units_get_batches_of_one():
