@@ -6,9 +6,10 @@ small table) to seconds (XGBoost on tens of thousands of rows). ``BatchSizer`` c
 segments further, as the run goes: the first batches are small, so the first progress
 line and a rate come within seconds, and each finished batch's seconds per unit size the
 next ones to about ``target_s`` seconds (growing at most 4x at a time). With several
-workers, batches near the end shrink to at most 1/(2 x workers) of the units still to hand out (never below 2 s of work), so the workers
-finish together instead of one waiting on the other's last batch (a 1M-row logreg run on
-two Dask workers: 16 batches in 111 s, workers busy 75% of it). Which units a batch holds changes no result (every unit draws from its own stream), only how often the
+workers, batches near the end shrink to at most 1/(2 x workers) of the units still to
+hand out (never below 2 s of work), so the workers finish together instead of one
+waiting on the other's last batch (a 1M-row logreg run on two Dask workers: 16 batches
+in 111 s, workers busy 75% of it). Which units a batch holds changes no result (every unit draws from its own stream), only how often the
 flow commits and reports.
 """
 
@@ -18,8 +19,8 @@ import math
 from collections import deque
 
 TARGET_SECONDS = 20.0  # per batch: progress at least this often per worker, overhead (~3-100 ms) < 1%
-_FIRST_SHARE = 8
-TAIL_FLOOR_S = 2.0  # the last batches shrink, but not below this much work  # first batches: 1/8 of a planned segment
+_FIRST_SHARE = 8  # first batches: 1/8 of a planned segment
+TAIL_FLOOR_S = 2.0  # the last batches shrink, but not below this much work
 
 
 class BatchSizer:

@@ -99,7 +99,7 @@ def removal_curves(problem: Problem, learner: str, values: np.ndarray, fractions
 
 
 def curation_gain(problem: Problem, learner: str, keep: np.ndarray, *, seed: int, knn_k: int = 5,
-                  workers: int = 1) -> dict:
+                  workers: int = 1, full: float | None = None) -> dict:
     """Test accuracy of the learner trained on every point vs on the ``keep`` mask.
 
     Returns ``all``, ``kept`` (accuracies), ``gain`` (kept - all: positive when the
@@ -108,7 +108,10 @@ def curation_gain(problem: Problem, learner: str, keep: np.ndarray, *, seed: int
     keep = np.asarray(keep)
     if keep.shape != (problem.n,) or keep.dtype != bool:
         raise ValueError(f"keep must be a boolean mask of shape ({problem.n},), got {keep.dtype} {keep.shape}")
-    masks = np.stack([np.ones(problem.n, dtype=bool), keep])
-    accuracy, _ = evaluate(make_utility(learner, problem, seed, knn_k=knn_k), masks, workers)
+    utility = make_utility(learner, problem, seed, knn_k=knn_k)
+    if full is None:  # ``full``: the every-point accuracy a removal curve already refitted
+        accuracy, _ = evaluate(utility, np.stack([np.ones(problem.n, dtype=bool), keep]), workers)
+    else:
+        accuracy = np.array([full, utility.evaluate(keep[None])[0][0]])
     return {"all": float(accuracy[0]), "kept": float(accuracy[1]),
             "gain": float(accuracy[1] - accuracy[0]), "n_kept": int(keep.sum())}

@@ -188,7 +188,8 @@ def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tu
         figures["point_removal"] = plots.removal_curves_figure(curves)
         for name, curve in curves.items():
             metrics[f"removal_low10_accuracy_{name}"] = float(curve["low_removed"][2])  # 10% removed
-        gain = curation_gain(problem, learner, estimators["reported"] >= 0, seed=seed, knn_k=knn_k, workers=workers)
+        gain = curation_gain(problem, learner, estimators["reported"] >= 0, seed=seed, knn_k=knn_k, workers=workers,
+                             full=curves["reported"]["full"])
         metrics.update({"curation_accuracy_all": gain["all"], "curation_accuracy_kept": gain["kept"],
                         "curation_gain": gain["gain"], "curation_kept": float(gain["n_kept"])})
     if config.utility.learner == "knn" and config.sampling.method == "shapley":
