@@ -8,7 +8,6 @@ re-running the same command resumes a killed run exactly where it stopped, and a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ def run_batches(db: ValuationStore, plan: RunPlan, todo: list[range]) -> tuple[i
     """Submit the pending unit ranges in batches sized by work; commit each batch as soon as
     it finishes. Returns the fits and the Dask workers' peak RSS in MB (None on threads)."""
     logger, config = get_run_logger(), plan.config
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.thread_count
     logger.info(describe(plan, todo, seconds_per_fit(db, plan), workers))
     if not todo:
         return 0, None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -274,6 +275,11 @@ class RunConfig(_Part):
         if not value.strip():
             raise ValueError("must name a folder")
         return value
+
+    @property
+    def thread_count(self) -> int:
+        """Threads this process runs fits on: ``workers``, else the CPU count."""
+        return self.workers or os.cpu_count() or 1
 
     # -- construction -----------------------------------------------------------------
     @classmethod

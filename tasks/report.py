@@ -181,7 +181,7 @@ def quality_report(inputs: Inputs, config: RunConfig, table: pl.DataFrame) -> tu
         estimators["monte_carlo"] = train["mc_value"].to_numpy()
     if "mislabeled" in train.columns:
         learner, seed, knn_k = config.utility.learner, learner_seed(config.sampling.seed), config.utility.knn_k
-        workers = config.workers or os.cpu_count() or 1  # the flow's own threads: its batches are done
+        workers = config.thread_count  # the flow's own threads: its batches are done
         curves = {name: removal_curves(problem, learner, values, REMOVAL_FRACTIONS, seed=seed, knn_k=knn_k,
                                        workers=workers)
                   for name, values in estimators.items() if name != "network"}
