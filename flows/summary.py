@@ -17,6 +17,17 @@ def _fmt(value, spec: str = ".3g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _error(nmse: float | None, se: float | None) -> str:
+    """The estimated nMSE with its standard error; one over 1 (the error of giving every
+    point the mean value) means the samples cannot measure it yet, and a bare number
+    such as 0 would flatter."""
+    if nmse is None or se is None:
+        return f"nMSE {_fmt(nmse)}"
+    if not se <= 1:  # also inf and nan
+        return f"nMSE not measurable yet ({nmse:.3g} ± {se:.2g}; more samples per point tell)"
+    return f"nMSE {nmse:.3g} ± {se:.2g}"
+
+
 def print_valuation(r: dict) -> None:
     gate = "PASSED" if r.get("gate_passed") else "FAILED (champion alias not moved)"
     fallbacks = ", ".join(f"{int(v):,} {k[len('samples_'):]}" for k, v in r.items()
@@ -32,8 +43,9 @@ def print_valuation(r: dict) -> None:
                     if r.get("n_sampled", 0) < r.get("n_points", 0) else "") + (f"  (degenerate samples: {fallbacks})" if fallbacks else ""),
         f"  quality gate      {gate}: held-out MSE network {_fmt(r.get('gate_mse_network'))}"
         f" vs Monte Carlo {_fmt(r.get('gate_mse_monte_carlo'))} and constant {_fmt(r.get('gate_mse_constant'))}",
-        f"  estimated error   nMSE {_fmt(r.get('estimated_nmse'))} at {_fmt(r.get('samples_per_point'), ',.0f')}"
-        f" samples per point" + (f", {int(r['rounds'])} rounds: {r['stop_reason']}" if r.get("stop_reason") else ""),
+        f"  estimated error   {_error(r.get('estimated_nmse'), r.get('estimated_nmse_se'))}"
+        f" at {_fmt(r.get('samples_per_point'), ',.0f')} samples per point"
+        + (f", {int(r['rounds'])} rounds: {r['stop_reason']}" if r.get("stop_reason") else ""),
     ]
     if r.get("worker_peak_rss_mb"):
         lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "

@@ -55,7 +55,7 @@ def test_the_readme_anytime_block_runs_as_written(tmp_path, cli_environment):
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
         outputs.append(done.stdout + done.stderr)
     default, stricter, timed, stable, ruled, fixed = outputs
-    assert re.search(r"estimated error\s+nMSE [\d.]+ at \d+ samples per point, \d+ rounds: ", default)
+    assert re.search(r"estimated error\s+nMSE [\d.]+ ± [\d.e+-]+ at \d+ samples per point, \d+ rounds: ", default)
     assert "round 1: 2 samples per point" in default and "round 2: 4 samples per point" in default
     assert "0 to compute" in stricter  # its first rounds are the default run's stored draws
     assert re.search(r"stopping: (estimated error .* <= target 0.15|cap of 100 samples per point reached)", stricter)

@@ -134,3 +134,16 @@ def test_noise_only_is_infinite_error_not_zero():
     e, se = network_error(variance, (net - held) ** 2 - (train.mean() - held) ** 2)
     estimate = estimate_error(count, mc, sample_var, np.zeros(n), e, se)
     assert estimate.nmse + estimate.nmse_se > 0.5  # never passes a 0.2 target
+
+
+def test_the_summary_never_prints_an_unmeasurable_error_as_a_bare_number():
+    """One sample per point: the estimate can come out 0 with a standard error of 1e13. The
+    summary says it is not measurable yet instead of 'nMSE 0'; a measurable one carries its
+    standard error."""
+    from amortval.flows.summary import _error
+
+    assert _error(0.0, 7.3e13) == "nMSE not measurable yet (0 ± 7.3e+13; more samples per point tell)"
+    assert _error(0.5, float("inf")).startswith("nMSE not measurable yet")
+    assert _error(0.5, float("nan")).startswith("nMSE not measurable yet")
+    assert _error(0.149, 0.059) == "nMSE 0.149 ± 0.059"
+    assert _error(None, None) == "nMSE n/a"
