@@ -25,8 +25,10 @@ Runs, one after another, 2 processes each:
   so its curve is scored against its own final values, and by flip AUROC.
 
 Each pyDVL run and the bare loop stop at ``--cap`` seconds of wall time (180 with
-``--quick``, 900 otherwise): a null ``seconds_to_target`` means "not within the cap"
-(``derive`` adds an extrapolation for the untruncated run). For pyDVL and the bare loop
+``--quick``, 900 otherwise), or, with ``--cap-speedup k``, the matched pyDVL runs at k times
+amortval's seconds to target: a null ``seconds_to_target`` means "not within the cap", so
+a speed-up of at least k was measured (``derive`` adds an extrapolation for the
+untruncated run). For pyDVL and the bare loop
 ``fixed_overhead_s`` is the intercept of seconds against permutations (process start-up,
 imports, pickling). The load average is recorded around every run: the machine may be
 shared. ``--replot`` recomputes the derived figures, the table and the plot from --json.
