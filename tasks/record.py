@@ -50,8 +50,6 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
     ``plan`` is at the budget the run reached; ``rounds`` (tasks/stopping.py) are stored in
     the ``rounds`` table and logged to MLflow as the curve ``round_estimated_nmse`` (step:
     samples per point)."""
-    uri = tracking.tracking_uri(plan.paths["root"])
-    tracking.init_tracking(uri, plan.paths["root"], plan.experiment)  # first: waits for begin's, if still creating
     from amortval.models.valuation_model import ValuationModel
     from amortval.tasks import report
 
@@ -85,6 +83,8 @@ def record(db: ValuationStore, plan: RunPlan, inputs: Inputs, result: Amortizati
         "peak_rss_mb": peak_rss_mb(),  # the flow process: samples, network and tables all pass through it
     }
     db.log_metrics(run_id, metrics)
+    uri = tracking.tracking_uri(plan.paths["root"])
+    tracking.init_tracking(uri, plan.paths["root"], plan.experiment)
     logged = tracking.log_valuation_run(
         uri=uri, experiment=plan.experiment, run_name=run_id, params=report.run_params(plan, inputs),
         metrics=metrics, history=result.history, tables={"values": table},

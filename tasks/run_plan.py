@@ -103,15 +103,13 @@ def stored_status(plan: RunPlan) -> str | None:
 def begin(db: ValuationStore, plan: RunPlan, inputs: Inputs) -> str:
     """Record the dataset, the sampling and the run; the run's stored status ('new' if none).
 
-    An existing MLflow database is checked and relocated first, so a damaged one is
-    refused before any fit rather than after all of them; a new one is created on a
-    thread while the run samples (``record`` waits for it). (Imported here: the flow
-    loads MLflow anyway, the CLI's checks before it should not.)
+    The MLflow database is opened (created, or checked and relocated) first, so a damaged
+    one is refused before any fit rather than after all of them. (Imported here: the
+    flow loads MLflow anyway, the CLI's checks before it should not.)
     """
     from amortval.tasks import tracking
 
-    tracking.init_tracking(tracking.tracking_uri(plan.paths["root"]), plan.paths["root"], plan.experiment,
-                           background=True)
+    tracking.init_tracking(tracking.tracking_uri(plan.paths["root"]), plan.paths["root"], plan.experiment)
     db.register_dataset(plan.dataset_id, inputs.dataset_name, inputs.source, inputs.problem.n,
                         inputs.problem.n_features, inputs.schema)
     config = plan.config

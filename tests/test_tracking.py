@@ -22,7 +22,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from amortval.data.encoding import TabularEncoder
-from amortval.errors import AmortvalError, ModelNotFoundError
+from amortval.errors import ModelNotFoundError
 from amortval.models.valuation_model import ValuationModel
 from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks import plots, tracking
@@ -310,43 +310,6 @@ def test_a_migration_killed_midway_leaves_no_database_behind(tmp_path, monkeypat
     experiment_id = tracking.init_tracking(uri, tmp_path, EXPERIMENT)
     assert MlflowClient(uri, uri).get_experiment(experiment_id).name == EXPERIMENT
     assert not list(tmp_path.glob(".mlflow.db.*")), "no private migration file left behind"
-
-
-def test_a_new_database_is_created_on_a_thread_and_the_next_call_waits_for_it(tmp_path, monkeypatch):
-    """A new run creates its MLflow database while it samples; the next use (``record``)
-    waits for it and gets its experiment, or the error the thread met. An existing
-    database is still checked at once, so a damaged one fails before any work."""
-    import threading
-
-    import mlflow.store.db.utils as db_utils
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = tracking.tracking_uri(tmp_path / "new")
-    release, real = threading.Event(), db_utils._initialize_tables
-
-    def slow_migration(engine):
-        assert release.wait(30)
-        return real(engine)
-
-    monkeypatch.setattr(db_utils, "_initialize_tables", slow_migration)
-    assert tracking.init_tracking(uri, tmp_path / "new", EXPERIMENT, background=True) is None
-    assert not (tmp_path / "new" / "mlflow.db").exists()  # still migrating, aside
-    release.set()
-    experiment_id = tracking.init_tracking(uri, tmp_path / "new", EXPERIMENT)
-    assert MlflowClient(uri, uri).get_experiment(experiment_id).name == EXPERIMENT
-    # The database exists now: background=True checks it here and returns its experiment.
-    assert tracking.init_tracking(uri, tmp_path / "new", EXPERIMENT, background=True) == experiment_id
-
-    def full_disk(engine):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(db_utils, "_initialize_tables", full_disk)
-    other = tracking.tracking_uri(tmp_path / "full")
-    assert tracking.init_tracking(other, tmp_path / "full", EXPERIMENT, background=True) is None
-    with pytest.raises(AmortvalError, match="disk is full"):
-        tracking.init_tracking(other, tmp_path / "full", EXPERIMENT)
-    monkeypatch.setattr(db_utils, "_initialize_tables", real)
-    assert tracking.init_tracking(other, tmp_path / "full", EXPERIMENT)  # the error was handed over once
 
 
 def test_a_run_killed_while_logging_is_ended_killed_by_the_re_run(logged, monkeypatch):

@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import uuid
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +68,7 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def init_tracking(uri: str, store_dir: str | Path | None, experiment: str, *, background: bool = False) -> str | None:
+def init_tracking(uri: str, store_dir: str | Path | None, experiment: str) -> str:
     """Create (or migrate, or relocate) the backend once and return the experiment id.
 
     Call before any parallel work: a fresh SQLite database is migrated by the first
@@ -78,49 +76,10 @@ def init_tracking(uri: str, store_dir: str | Path | None, experiment: str, *, ba
     deleted experiment. For local backends the experiment's artifacts go to
     ``<store_dir>/mlartifacts`` so a store directory is self-contained; a remote
     server keeps its own artifact policy.
-
-    ``background=True`` creates a local database that does not exist yet on a thread
-    and returns None: importing MLflow and migrating a fresh database take seconds
-    that a new run's sampling need not wait for, and a file not there yet cannot be
-    damaged. An existing one is still checked here, before any work. Every later call
-    for the same URI waits for that thread first and raises what it raised.
     """
-    _wait_pending(uri)
     db = sqlite_path(uri)
-    if background and db is not None and not db.exists():
-        future: Future = Future()
-
-        def create() -> None:
-            try:
-                with storage_errors(db):
-                    future.set_result(_init_tracking(uri, db, store_dir, experiment))
-            except BaseException as error:  # handed to whoever waits; nothing else would see it
-                future.set_exception(error)
-
-        with _PENDING_LOCK:
-            _PENDING[uri] = future
-        threading.Thread(target=create, name="amortval-mlflow-init", daemon=True).start()
-        return None
     with storage_errors(db or uri):
         return _init_tracking(uri, db, store_dir, experiment)
-
-
-# Databases being created on a thread (``init_tracking(background=True)``), by URI.
-_PENDING: dict[str, Future] = {}
-_PENDING_LOCK = threading.Lock()
-
-
-def _wait_pending(uri: str) -> None:
-    with _PENDING_LOCK:
-        pending = _PENDING.get(uri)
-    if pending is None:
-        return
-    try:
-        pending.result()
-    finally:
-        with _PENDING_LOCK:
-            if _PENDING.get(uri) is pending:
-                del _PENDING[uri]
 
 
 def _init_tracking(uri: str, db: Path | None, store_dir: str | Path | None, experiment: str) -> str:
