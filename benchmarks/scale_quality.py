@@ -3,7 +3,7 @@ Monte Carlo truth, a plain label-error reference, and where the wall time went.
 
 - **Probe truth**: ``PROBES`` seeded rows among the run's sampled training rows get a
   many-sample truth of the same estimand (Distributional Shapley, same size range, same
-  utility seed), drawn with independent coalitions for the probes only (2 fits a sample)
+  utility seed), drawn on one coalition per draw shared by the probes (101 fits a draw)
   and another seed than the run's, stored in DuckDB once per (data, spec) and reused.
   Its own noise comes from its two halves (``halves_agreement``).
 - **Reference AUROC**: out-of-fold (5 folds) XGBoost confidence in the observed label,
@@ -51,7 +51,7 @@ def probe_quality(values: pl.DataFrame, problem_path: str, *, learner: str, run_
     """Reported, network and Monte Carlo values of the probes against the stored truth."""
     probes = probe_points(values, run_seed)
     spec = TruthSpec(probes=tuple(int(p) for p in probes), samples=truth_samples, seed=TRUTH_SEED,
-                     learner=learner, method="distributional", sampler="independent", utility_seed=run_seed,
+                     learner=learner, method="distributional", sampler="shared", utility_seed=run_seed,
                      batch_fits=400)  # batches of ~10 s, so both cores stay busy to the end
     truth_store.parent.mkdir(parents=True, exist_ok=True)
     with ValuationStore(truth_store) as store:

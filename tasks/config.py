@@ -36,7 +36,7 @@ from amortval.models.utility import LEARNER_NAMES
 
 LEARNERS = LEARNER_NAMES
 METHODS = ("shapley", "beta", "banzhaf", "distributional")
-SAMPLERS = ("permutation", "independent", "msr", "distributional")
+SAMPLERS = ("permutation", "independent", "msr", "distributional", "shared")
 RUNNERS = ("threads", "dask")
 DASK_ADDRESS = re.compile(r"tcp://(?P<host>[^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
 
@@ -53,6 +53,7 @@ COMPATIBLE = {
     "independent": METHODS,
     "msr": ("banzhaf",),
     "distributional": ("distributional",),
+    "shared": METHODS,
 }
 MAX_SEED = 2**63 - 1  # stored as a 64-bit integer; SeedSequence takes any size
 MAX_SAMPLES = 100_000  # per point; a larger budget is a typo, not a plan
@@ -101,7 +102,7 @@ class SamplingConfig(_Part):
     """The semivalue, how it is sampled, and the budget."""
 
     method: Literal[METHODS] = Field("shapley", description="semivalue: Data Shapley, Beta Shapley, Data Banzhaf, Distributional Shapley")
-    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf, distributional for distributional)")
+    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf, distributional for distributional; shared, for any method, evaluates one coalition per draw with each sampled row toggled: (P+1)/P fits a sample of P sampled rows)")
     alpha: float = Field(16.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley alpha")
     beta: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley beta")
     min_size: int = Field(0, ge=0, description="distributional: smallest coalition |S|; 0 is Ghorbani et al.'s definition, |S| uniform on 0..max_size-1")

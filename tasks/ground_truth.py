@@ -10,13 +10,15 @@ Cost, in fits per sample of every probe (P probes, n points):
 
 - ``permutation`` (Shapley): a chain costs n + 1 fits and samples all n points;
 - ``independent``: 2 fits per sample, drawn only for the probes (``IndependentSampler`` with ``points``);
+- ``shared``: one coalition per draw shared by the probes, each probe toggled in or out of
+  it: P + 1 fits for a sample of every probe (``tasks/samplers/shared.py``);
 - ``msr`` (Banzhaf): 1 fit per shared subset, sampling all points.
 
-For Shapley both first samplers give each point a sample with the *same* distribution
-(size uniform, then a uniform coalition of that size), so the default picks the cheaper:
-permutation chains unless 2P < n + 1. Distributional Shapley likewise: its block sampler
-samples all n points for about n fits per draw, so independent draws for the probes
-win when 2P < n + 1. Other semivalues default to the pipeline's sampler.
+Every sampler but MSR gives each point a sample of the same distribution (size from the
+semivalue, then a uniform coalition of that size), so the default for those methods is
+``shared`` whenever there are fewer probes than points: (P + 1) / P fits a sample, against
+2 for independent draws and (n + 1) / P for permutation chains or distributional blocks.
+Banzhaf keeps MSR.
 
 **Seed.** With the same seed and sampler as a run, the truth would replay that run's
 own draws and share its errors: give the truth a seed no judged run uses. ``utility_seed`` is the run's seed (it fixes the MLP initialization and XGBoost),
@@ -46,7 +48,7 @@ import polars as pl
 
 from amortval.data.problem import Problem, load_problem
 from amortval.data.store import ValuationStore
-from amortval.data.truth_store import read_truth, write_truth
+from amortval.data.truth_store import read_truth, truth_batches, truth_samples, write_truth, write_truth_batch
 from amortval.errors import ConfigError
 from amortval.models.utility import LEARNER_NAMES, Utility
 from amortval.tasks.config import DEFAULT_SAMPLER, SamplingConfig
@@ -56,6 +58,7 @@ from amortval.tasks.progress import Progress
 from amortval.tasks.runtime import pin_threads
 from amortval.tasks.samplers import Sampler, make_sampler, plan_segments
 from amortval.tasks.samplers.independent import IndependentSampler
+from amortval.tasks.samplers.shared import SharedSampler
 from amortval.tasks.semivalues import size_distribution
 
 
@@ -106,8 +109,8 @@ class TruthSpec:
         if self.probes[0] < 0 or self.probes[-1] >= n:
             raise ConfigError(f"probe points must be training indices in [0, {n}), got {self.probes[0]}..{self.probes[-1]}")
         sampler = self.sampler or DEFAULT_SAMPLER[self.method]
-        if self.sampler is None and sampler in ("permutation", "distributional") and 2 * len(self.probes) < n + 1:
-            sampler = "independent"
+        if self.sampler is None and sampler != "msr" and len(self.probes) < n:
+            sampler = "shared"
         return dataclasses.replace(self, sampler=sampler)
 
     def to_dict(self) -> dict:
@@ -132,11 +135,12 @@ class TruthSpec:
 
 def truth_sampler(spec: TruthSpec, n: int) -> Sampler:
     """The sampler of a resolved spec for a problem of n points."""
-    if spec.sampler == "independent":
+    if spec.sampler in ("independent", "shared"):
         sampling = spec.sampling_config()
         pmf = size_distribution(spec.method, n - 1, alpha=spec.alpha, beta=spec.beta,
                                 min_size=sampling.min_size, max_size=sampling.max_size)
-        return IndependentSampler(n, pmf, points=np.asarray(spec.probes))
+        kind = IndependentSampler if spec.sampler == "independent" else SharedSampler
+        return kind(n, pmf, points=np.asarray(spec.probes))
     return make_sampler(spec.sampling_config(), n)
 
 
@@ -183,36 +187,61 @@ def summarize_draws(point: np.ndarray, draw: np.ndarray, value: np.ndarray,
         "half_a": pl.Float64, "half_b": pl.Float64})
 
 
-def _compute(problem_path: str, spec: TruthSpec, workers: int,
-             progress: Callable[..., None] | None) -> tuple[pl.DataFrame, dict]:
+def _compute(problem_path: str, spec: TruthSpec, workers: int, progress: Callable[..., None] | None,
+             store: ValuationStore | None = None, truth_id: str | None = None) -> tuple[pl.DataFrame, dict]:
+    """Evaluate the spec's batches; with a ``store``, resume from and keep its stored batches."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     started = time.perf_counter()
     problem = load_problem(str(problem_path))
     spec = spec.resolved(problem.n)
-    segments = plan_segments(truth_sampler(spec, problem.n), spec.samples, spec.batch_fits)
+    sampler = truth_sampler(spec, problem.n)
+    stored = truth_batches(store, truth_id) if store is not None else None
+    done = [] if stored is None else list(zip(stored["start"].to_list(), stored["stop"].to_list()))
+    segments = plan_segments(sampler, spec.samples, spec.batch_fits, done=done)
+    if done and progress:
+        total = sampler.n_units(spec.samples)
+        progress(f"resuming: {sum(b - a for a, b in done):,} of {total:,} units stored "
+                 f"({int(stored['n_fits'].sum()):,} fits), {len(segments)} batches to go")
     tracker = Progress("truth", len(segments), unit="batches", log=progress, bar=False) if progress else None
+
+    def keep(units: range, part: TruthRows, seconds: float) -> None:
+        if store is not None:
+            rows = pl.DataFrame({"point": part.point, "draw": part.draw, "value": part.value})
+            write_truth_batch(store, truth_id, units, rows, n_fits=part.n_fits, n_fallbacks=part.n_fallbacks,
+                              seconds=seconds)
+
     if workers == 1:
         utility = cached_utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
         results = (truth_batch(utility, spec, units) for units in segments)
-        parts = _collect(results, tracker)
+        parts = _collect(segments, results, tracker, keep)
     else:
         # spawn: a forked child deadlocks in OpenMP after XGBoost ran in the parent.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=pin_threads) as pool:
             results = pool.map(_truth_batch_worker, repeat(str(problem_path)), repeat(spec), segments)
-            parts = _collect(results, tracker)
-    frame = summarize_draws(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("point", "draw", "value")),
-                            spec.probes)
-    stats = {"n_fits": sum(p.n_fits for p in parts), "n_fallbacks": sum(p.n_fallbacks for p in parts),
-             "seconds": time.perf_counter() - started}
-    return frame, stats
+            parts = _collect(segments, results, tracker, keep)
+    seconds = time.perf_counter() - started
+    if store is not None:  # every batch is stored now: this session's and any earlier one's
+        samples, batches = truth_samples(store, truth_id), truth_batches(store, truth_id)
+        point, draw, value = (samples[c].to_numpy() for c in ("point", "draw", "value"))
+        stats = {"n_fits": int(batches["n_fits"].sum()), "n_fallbacks": int(batches["n_fallbacks"].sum()),
+                 "seconds": seconds + (float(stored["seconds"].sum()) if done else 0.0)}
+    else:
+        point, draw, value = (np.concatenate([getattr(p, f) for p in parts]) for f in ("point", "draw", "value"))
+        stats = {"n_fits": sum(p.n_fits for p in parts), "n_fallbacks": sum(p.n_fallbacks for p in parts),
+                 "seconds": seconds}
+    return summarize_draws(point, draw, value, spec.probes), stats
 
 
-def _collect(results: Iterable[TruthRows], tracker: Progress | None) -> list[TruthRows]:
-    """Batch results in batch order (the order sums are taken in: bit-identical results)."""
-    parts = []
-    for part in results:
+def _collect(segments: list[range], results: Iterable[TruthRows], tracker: Progress | None,
+             keep: Callable[[range, TruthRows, float], None]) -> list[TruthRows]:
+    """Batch results in batch order, each kept (``keep``) as it arrives with its wall seconds."""
+    parts, last = [], time.perf_counter()
+    for units, part in zip(segments, results):
+        now = time.perf_counter()
+        keep(units, part, now - last)
+        last = now
         parts.append(part)
         if tracker is not None:
             tracker.update(1, samples=len(part.point), fits=part.n_fits, fallback_fits=part.n_fallbacks)
@@ -236,13 +265,14 @@ def compute_truth(problem_path: str, spec: TruthSpec, *, workers: int = 1,
 def load_or_compute_truth(store: ValuationStore, problem_path: str, spec: TruthSpec, *,
                           workers: int = 1, progress: Callable[..., None] | None = None) -> pl.DataFrame:
     """The stored truth for (data, spec) if there is one (no fit is run), else compute it
-    and store it with its cost in one transaction."""
+    and store it with its cost in one transaction. Batches are kept in the store as they
+    finish, so an interrupted computation resumes where it stopped: same values, bit for bit."""
     problem = load_problem(str(problem_path))
     truth_id = spec.truth_id(problem)
     stored = read_truth(store, truth_id)
     if stored is not None:
         return stored
-    frame, stats = _compute(problem_path, spec, workers, progress)
+    frame, stats = _compute(problem_path, spec, workers, progress, store, truth_id)
     config = {**spec.resolved(problem.n).to_dict(), "n": problem.n}
     write_truth(store, truth_id, frame, dataset_id=problem.fingerprint, config=config, **stats)
     return frame

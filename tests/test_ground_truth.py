@@ -66,7 +66,7 @@ def test_probe_sampler_over_every_point_replays_the_independent_sampler():
 
 
 @pytest.mark.parametrize("method,sampler", [("shapley", None), ("shapley", "permutation"),
-                                            ("beta", None), ("banzhaf", "independent"), ("banzhaf", None)])
+                                            ("shapley", "independent"), ("beta", None), ("banzhaf", "independent"), ("banzhaf", None)])
 def test_truth_of_a_game_matches_exact_semivalues(method, sampler):
     game = random_game(7, seed=4)
     spec = TruthSpec(probes=(5, 1), samples=3000, seed=11, method=method, sampler=sampler,
@@ -84,7 +84,7 @@ def test_distributional_truth_matches_exact_values_for_its_size_range():
     game = random_game(7, seed=4)
     spec = TruthSpec(probes=(5, 1), samples=3000, seed=11, method="distributional", min_size=1, max_size=4,
                      batch_fits=400)
-    assert spec.resolved(game.n).sampler == "independent"  # 2 probes: 2 fits a sample beat ~n a draw
+    assert spec.resolved(game.n).sampler == "shared"  # 2 probes: 3 fits a draw beat ~n (and 2 a sample)
     frame = game_truth(game, spec)
     exact = exact_semivalues(game, "distributional", min_size=1, max_size=4)[[1, 5]]
     z = (frame["value"].to_numpy() - exact) / frame["stderr"].to_numpy()
@@ -115,7 +115,8 @@ def test_truth_converges_to_exact_shapley_with_a_real_learner(problem_path):
 
 
 @pytest.mark.parametrize("sampler,probes,samples", [("permutation", tuple(range(40)), 1500),
-                                                     ("independent", (0, 7, 19), 3000)])
+                                                     ("independent", (0, 7, 19), 3000),
+                                                     ("shared", (0, 7, 19), 3000)])
 def test_knn_truth_matches_closed_form_knn_shapley_beyond_enumeration(tmp_path, sampler, probes, samples):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(70, 2)).astype(np.float32)
@@ -133,10 +134,13 @@ def test_sampler_defaults_by_cost_and_probe_validation():
     def chosen(method, probes, n=100, sampler=None):
         return TruthSpec(probes=probes, samples=10, seed=1, method=method, sampler=sampler).resolved(n).sampler
 
-    assert chosen("shapley", range(50)) == "independent"  # 2 * 50 < 101 fits
-    assert chosen("shapley", range(51)) == "permutation"
+    assert chosen("shapley", range(99)) == "shared"  # 100 fits a draw < 101 fits a chain
+    assert chosen("shapley", range(100)) == "permutation"  # every point: a chain is as cheap
     assert chosen("shapley", range(5), sampler="permutation") == "permutation"
+    assert chosen("shapley", range(5), sampler="independent") == "independent"
+    assert chosen("beta", range(3)) == "shared"
     assert chosen("beta", range(100)) == "independent"
+    assert chosen("distributional", range(3)) == "shared"
     assert chosen("banzhaf", range(3)) == "msr"
     with pytest.raises(ConfigError, match=r"\[0, 100\)"):
         chosen("shapley", (3, 100))
@@ -152,7 +156,7 @@ def test_truth_id_names_data_and_spec_not_probe_order():
     problem = small_problem()
     spec = TruthSpec(probes=(3, 1, 1), samples=100, seed=1)
     assert spec.probes == (1, 3)
-    same = TruthSpec(probes=(1, 3), samples=100, seed=1, sampler="independent")  # resolved default
+    same = TruthSpec(probes=(1, 3), samples=100, seed=1, sampler="shared")  # resolved default
     assert spec.truth_id(problem) == same.truth_id(problem)
     assert spec.truth_id(problem).startswith("truth-shapley-logreg-")
     others = [TruthSpec(probes=(1, 3), samples=101, seed=1), TruthSpec(probes=(1, 3), samples=100, seed=2),
@@ -180,16 +184,51 @@ def test_stored_truth_is_computed_once(tmp_path, problem_path, monkeypatch):
     spec = TruthSpec(probes=(1, 4), samples=30, seed=2)
     with ValuationStore(tmp_path / "store.duckdb") as store:
         first = load_or_compute_truth(store, problem_path, spec)
-        assert len(batches) == 1  # 2 probes * 30 samples * 2 fits fit in one batch of 2000
+        assert len(batches) == 1  # 30 draws * 3 fits fit in one batch of 2000
         again = load_or_compute_truth(store, problem_path, spec)
         assert len(batches) == 1 and again.equals(first)
     with ValuationStore(tmp_path / "store.duckdb") as store:  # survives reopening
         assert load_or_compute_truth(store, problem_path, spec).equals(first)
         info = truth_info(store, spec.truth_id(small_problem()))
     assert len(batches) == 1
-    assert info["n_fits"] == 120 and info["n_probes"] == 2 and info["samples"] == 30
-    assert info["config"]["sampler"] == "independent" and info["config"]["probes"] == [1, 4]
+    assert info["n_fits"] == 90 and info["n_probes"] == 2 and info["samples"] == 30
+    assert info["config"]["sampler"] == "shared" and info["config"]["probes"] == [1, 4]
     assert info["dataset_id"] == small_problem().fingerprint
+
+
+def test_an_interrupted_truth_resumes_from_its_stored_batches(tmp_path, problem_path, monkeypatch):
+    """Batches are kept as they finish: a truth stopped after 3 of its batches computes only
+    the rest on the next call, and equals an uninterrupted one bit for bit."""
+    from amortval.data.truth_store import truth_batches, truth_samples
+
+    spec = TruthSpec(probes=(1, 4, 6), samples=40, seed=2, batch_fits=20)  # shared: 5 draws a batch
+    whole = compute_truth(problem_path, spec)
+    real, calls = ground_truth.truth_batch, []
+
+    def stop_after_three(utility, spec, units):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(units)
+        return real(utility, spec, units)
+
+    monkeypatch.setattr(ground_truth, "truth_batch", stop_after_three)
+    truth_id = spec.truth_id(small_problem())
+    with ValuationStore(tmp_path / "store.duckdb") as store:
+        with pytest.raises(KeyboardInterrupt):
+            load_or_compute_truth(store, problem_path, spec)
+        assert read_truth(store, truth_id) is None
+        assert truth_batches(store, truth_id)["start"].to_list() == [0, 5, 10]
+        assert truth_samples(store, truth_id).height == 3 * 5 * 3
+    monkeypatch.setattr(ground_truth, "truth_batch", lambda *a: calls.append(a[2]) or real(*a))
+    lines: list[str] = []
+    with ValuationStore(tmp_path / "store.duckdb") as store:
+        resumed = load_or_compute_truth(store, problem_path, spec, progress=lines.append)
+        info = truth_info(store, truth_id)
+        assert truth_batches(store, truth_id).is_empty() and truth_samples(store, truth_id).is_empty()
+    assert [u.start for u in calls] == [0, 5, 10, 15, 20, 25, 30, 35]  # nothing computed twice
+    assert "resuming: 15 of 40 units stored (60 fits), 5 batches to go" in lines[0]
+    assert resumed.equals(whole)
+    assert info["n_fits"] == 40 * 4
 
 
 def truth_frame(points, values) -> pl.DataFrame:

@@ -14,7 +14,8 @@ from games import additive_game, random_game, run_sampler
 
 METHODS = ["shapley", "beta", "banzhaf"]
 COMBOS = [("shapley", "permutation"), ("shapley", "independent"), ("beta", "permutation"),
-          ("beta", "independent"), ("banzhaf", "independent"), ("banzhaf", "msr")]
+          ("beta", "independent"), ("banzhaf", "independent"), ("banzhaf", "msr"),
+          ("shapley", "shared"), ("beta", "shared"), ("banzhaf", "shared")]
 
 
 def estimate(game, method, sampler, samples, seed=0, batch_fits=64):
@@ -135,3 +136,44 @@ def test_plan_segments_skips_stored_units_and_cuts_at_batch_edges():
     # units 0..3 and 6..7 stored (by an earlier run with another batch size): only gaps remain
     assert plan_segments(sampler, 10, 4, done=[(0, 4), (6, 8)]) == [range(4, 6), range(8, 10)]
     assert plan_segments(sampler, 3, 4, done=[(0, 4)]) == []
+
+
+@pytest.mark.parametrize("method,options", [("shapley", {}), ("beta", {"alpha": 4.0}), ("banzhaf", {}),
+                                            ("distributional", {"min_size": 2, "max_size": 5}),
+                                            ("distributional", {"min_size": 0, "max_size": 4})])
+def test_shared_sampler_sees_each_size_with_its_semivalue_weight(method, options):
+    """Analytic: a point's sample has size k with probability r(k) and weight p(k) / r(k),
+    so r * weight = p exactly; Shapley needs no weights, a size range from 0 one constant."""
+    from amortval.tasks.samplers.shared import SharedSampler, seen_size_pmf
+
+    n = 9
+    p = size_distribution(method, n - 1, **options)
+    sampler = SharedSampler(n, p)
+    np.testing.assert_allclose(seen_size_pmf(sampler.drawn) * sampler.weights, p, atol=1e-15)
+    assert sampler.drawn.sum() == pytest.approx(1.0) and seen_size_pmf(sampler.drawn).sum() == pytest.approx(1.0)
+    if method == "shapley":
+        np.testing.assert_allclose(sampler.weights, 1.0, rtol=1e-12)
+    if options.get("min_size") == 0:  # sizes 0..3 of 8 others: |S| = 4 without the point is wasted
+        np.testing.assert_allclose(sampler.weights[p > 0], 9 / 8, rtol=1e-12)
+
+
+def test_shared_sampler_on_sampled_points_costs_one_fit_a_sample_and_is_exact():
+    """Three sampled points of 8: each draw is 1 + 3 fits and gives each of them one sample;
+    the estimates still converge to the exact values (distributional, range from 2)."""
+    from amortval.tasks.samplers.shared import SharedSampler
+
+    game = random_game(8, seed=9)
+    exact = exact_semivalues(game, "distributional", min_size=2, max_size=6)
+    points = np.array([1, 4, 6])
+    game.calls = 0
+    sampler = SharedSampler(game.n, size_distribution("distributional", game.n - 1, min_size=2, max_size=6), points)
+    assert sampler.n_units(3000) == 3000 and sampler.fits_per_unit == 4
+    out = sampler.run(game, range(3000), 5)
+    assert out.n_fits == 3000 * 4 and game.calls == 3000 * 4
+    assert sorted(set(out.point.tolist())) == [1, 4, 6] and len(out.point) == 9000
+    assert set(out.cardinality[out.weight > 0].tolist()) == {2, 3, 4, 5}
+    assert np.all(out.weight[out.cardinality == 1] == 0)  # drawn |S| = 2 holding the point: below the range
+    value = out.weight * out.delta
+    for i in points:
+        v = value[out.point == i]
+        assert abs(v.mean() - exact[i]) <= 4.5 * v.std(ddof=1) / np.sqrt(len(v)), i

@@ -8,6 +8,7 @@ from amortval.tasks.samplers.distributional import DistributionalSampler
 from amortval.tasks.samplers.independent import IndependentSampler
 from amortval.tasks.samplers.msr import MSRSampler
 from amortval.tasks.samplers.permutation import PermutationSampler
+from amortval.tasks.samplers.shared import SharedSampler
 from amortval.tasks.semivalues import size_distribution
 
 __all__ = ["SampleBatch", "Sampler", "unit_rng", "make_sampler", "plan_segments", "sampled_points"]
@@ -25,6 +26,8 @@ def make_sampler(sampling: SamplingConfig, n: int) -> Sampler:
                             min_size=sampling.min_size, max_size=sampling.max_size)
     if sampling.sampler_name == "permutation":
         return PermutationSampler(n, pmf, points)
+    if sampling.sampler_name == "shared":
+        return SharedSampler(n, pmf, points)
     return IndependentSampler(n, pmf, points)
 
 
