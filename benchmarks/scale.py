@@ -4,6 +4,7 @@
     python benchmarks/scale.py --json benchmarks/results/scale.json                 # every case
     python benchmarks/scale.py --cases synthetic-10000-xgboost --json benchmarks/results/scale.json
     python benchmarks/scale.py --replot --json benchmarks/results/scale.json        # table and plot only
+    python benchmarks/scale.py --quick --sampler shared --samples 4 --json OUT.json  # another sampler or budget
 
 Each case runs ``amortval value`` (as the Python API, in its own process, on a fresh store)
 with the XGBoost utility (the 1M rows also with logreg), ``--method distributional``
@@ -110,8 +111,10 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
     store.mkdir(parents=True)
     options = {"data": str(data.data), "valid": str(data.valid), "target": data.target,
                "mislabeled_column": scale_data.MISLABELED, "learner": case.learner, "method": "distributional",
-               "max_size": MAX_SIZE, "points": min(data.train_rows, POINTS_CAP), "samples": SAMPLES,
+               "max_size": MAX_SIZE, "points": min(data.train_rows, POINTS_CAP), "samples": args.samples,
                "seed": SEED, "store": str(store)}
+    if args.sampler:
+        options["sampler"] = args.sampler
     env = environment(cache)
     print(f"[{case.name}] {data.rows:,} rows ({data.train_rows:,} valued), load {os.getloadavg()[0]:.2f}",
           flush=True)
@@ -140,7 +143,8 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
         "case": case.name, "dataset": case.dataset, "rows": data.rows, "train_rows": data.train_rows,
         "learner": case.learner, "method": "distributional", "runner": f"dask-{case.dask_workers}"
         if case.dask_workers else "threads", "points_sampled": int(summary["n_sampled"]),
-        "samples_per_point": SAMPLES, "fits": fits, "samples_stored": int(summary["samples_stored"]),
+        "samples_per_point": args.samples, "sampler": args.sampler or "distributional", "fits": fits,
+        "samples_stored": int(summary["samples_stored"]),
         "wall_s": wall, "fits_per_s": fits / wall, "sampling_fits_per_s": fits / stages["sampling_s"],
         "peak_rss_mb": summary["peak_rss_mb"], "worker_peak_rss_mb": summary.get("worker_peak_rss_mb"),
         "flip_auroc": summary["mislabeled_auroc_combined"], "flip_auroc_network": summary["mislabeled_auroc_network"],
@@ -206,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="run only these cases")
     parser.add_argument("--truth-samples", type=int, default=DEFAULT_TRUTH_SAMPLES,
                         help="samples per probe of the stored truth (a new count is a new truth, computed once)")
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help=f"samples per sampled row (default {SAMPLES}: the budget rule)")
+    parser.add_argument("--sampler", choices=("distributional", "shared"),
+                        help="Monte Carlo sampler of the runs (default: distributional's own blocks)")
     parser.add_argument("--skip-truth", action="store_true",
                         help="time the runs only: no probe truth (probe columns stay empty)")
     parser.add_argument("--cache", default="benchmarks/.store/scale", help="tables, run stores, the truth store")
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         records.sort(key=lambda r: [c.name for c in CASES].index(r["case"]))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"records": records, "budget": {"points_cap": POINTS_CAP, "samples": SAMPLES,
+        out.write_text(json.dumps({"records": records, "budget": {"points_cap": POINTS_CAP, "samples": args.samples,
                                    "max_size": MAX_SIZE, "seed": SEED}}, indent=1, default=float))
 
     # Every timed run first, each saved at once; then the truths (hours when not stored yet).

@@ -8,7 +8,7 @@ import pytest
 
 from amortval.errors import ConfigError
 from amortval.tasks.config import RunConfig
-from amortval.tasks.error_estimate import estimate_error, network_error, true_variance
+from amortval.tasks.error_estimate import estimate_error, network_error, true_variance, true_variance_se
 from amortval.tasks.stopping import (MaxSamples, Round, TargetError, TimeBudget, UntilStable, first_samples,
                                      lowest_rows, next_samples, overlap, parse, rule_of, stop_reason)
 
@@ -120,6 +120,40 @@ def test_error_estimate_recovers_a_known_error():
     estimate = estimate_error(count, mc, sample_var, np.zeros(n), e, se)
     assert estimate.nmse == pytest.approx(e / variance)
     assert np.isnan(estimate.nmse_unsampled)
+
+
+@pytest.mark.parametrize("tails", ["normal", "heavy"])
+def test_standard_errors_match_the_spread_over_repeated_samplings(tails):
+    """200 independent samplings of the same values: the spread of the true-variance and
+    nMSE estimates across them matches the standard errors one sampling reports (within
+    30%). The network is shrunk toward the mean (0.3 phi, true nMSE 0.49), as networks
+    trained on very noisy samples are: the held-out comparison then varies little and the
+    true values' variance carries most of the uncertainty, which the standard error
+    without it understates by half. Heavy tails: most samples exactly 0, as XGBoost's."""
+    rng = np.random.default_rng(3)
+    n, m = 2000, 4
+    phi = rng.normal(scale=0.5, size=n)
+    net = 0.3 * phi
+    variances, variance_ses, nmses, nmse_ses, without = [], [], [], [], []
+    for _ in range(200):
+        noise = rng.normal(scale=2.0, size=(n, m + 1))
+        if tails == "heavy":  # the same variance in 10% of the samples, 0 elsewhere
+            noise *= (rng.random((n, m + 1)) < 0.1) * np.sqrt(10)
+        samples = phi[:, None] + noise
+        train, held = samples[:, :m], samples[:, m]
+        count, mc, sample_var = np.full(n, float(m)), train.mean(axis=1), train.var(axis=1, ddof=1)
+        variance = true_variance(count, mc, sample_var)
+        e, se = network_error(variance, (net - held) ** 2 - (train.mean() - held) ** 2)
+        variance_ses.append(true_variance_se(count, mc, sample_var))
+        estimate = estimate_error(count, mc, sample_var, np.zeros(n), e, se, variance_ses[-1])
+        variances.append(variance)
+        nmses.append(estimate.nmse)
+        nmse_ses.append(estimate.nmse_se)
+        without.append(estimate_error(count, mc, sample_var, np.zeros(n), e, se).nmse_se)
+    assert np.std(variances) == pytest.approx(np.median(variance_ses), rel=0.3)
+    assert np.std(nmses) == pytest.approx(np.median(nmse_ses), rel=0.3)
+    assert np.median(without) < 0.65 * np.std(nmses)  # teeth: the variance term matters here
+    assert np.median(nmses) == pytest.approx(0.49, rel=0.15)  # the estimate itself: 0.7^2
 
 
 def test_noise_only_is_infinite_error_not_zero():
