@@ -53,7 +53,7 @@ class Case:
                 mislabeled_auroc(est, self.flipped))
 
 
-def prepare_case(n: int, store: Path, truth_samples: int, log=print) -> Case:
+def prepare_case(n: int, store: Path, truth_samples: int, log=print, sampler: str | None = None) -> Case:
     """Write the split (once), encode it as the CLI does, and load or compute the truth."""
     folder = store / f"adult-n{n}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def prepare_case(n: int, store: Path, truth_samples: int, log=print) -> Case:
     problem_path = problem.save(folder / f"{problem.fingerprint}.npz")
     probes = np.sort(np.random.default_rng(PROBE_SEED).choice(n, PROBES, replace=False))
     spec = TruthSpec(probes=tuple(int(p) for p in probes), samples=truth_samples, seed=TRUTH_SEED,
-                     learner="logreg", utility_seed=SEED)
+                     learner="logreg", utility_seed=SEED, sampler=sampler)
     with ValuationStore(store / "truth.duckdb") as db:
         frame = load_or_compute_truth(db, str(problem_path), spec, workers=os.cpu_count() or 1,
                                       progress=lambda *a: log("  truth:", *a))

@@ -102,7 +102,7 @@ class SamplingConfig(_Part):
     """The semivalue, how it is sampled, and the budget."""
 
     method: Literal[METHODS] = Field("shapley", description="semivalue: Data Shapley, Beta Shapley, Data Banzhaf, Distributional Shapley")
-    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf, distributional for distributional; shared, for any method, evaluates one coalition per draw with each sampled row toggled: (P+1)/P fits a sample of P sampled rows)")
+    sampler: Literal[SAMPLERS] | None = Field(None, description="Monte Carlo sampler (default: permutation for shapley, independent for beta, msr for banzhaf, distributional for distributional; shared, for any method, evaluates one coalition per draw with each sampled row toggled: (P+1)/P fits a sample of P sampled rows, for many draws of a few rows; with few draws every row sits at the same sizes and the network learns less)")
     alpha: float = Field(16.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley alpha")
     beta: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="Beta Shapley beta")
     min_size: int = Field(0, ge=0, description="distributional: smallest coalition |S|; 0 is Ghorbani et al.'s definition, |S| uniform on 0..max_size-1")
