@@ -20,9 +20,8 @@ exact KNN-Shapley values (README, "Accuracy"):
    across points); the per-point Monte Carlo mean has none but a variance s_i^2 / m_i.
    The reported value is the variance-weighted combination
    ``net_i + lambda_i (mc_i - net_i)``, ``lambda_i = e / (e + s_i^2 / m_i)``, where e is
-   the network's estimated squared error (see below) less one standard error
-   (``error_estimate.combination_error``: an overstated e hands weight to noisy means)
-   and s_i^2 the point's sample variance shrunk halfway to the pooled one. With few samples lambda is ~0 (the network wins); as samples grow it
+   the network's estimated squared error (see below) and s_i^2 the point's sample variance shrunk halfway to the
+   pooled one. With few samples lambda is ~0 (the network wins); as samples grow it
    goes to 1 for every point, so the result tracks the better of the two at every m.
 
 For held-out h independent of an estimate with E[h] = phi,
@@ -82,7 +81,6 @@ class AmortizationResult:
     monte_carlo: np.ndarray  # per-point mean of all samples (0 where a point has none)
     combine_weight: np.ndarray  # lambda_i, the weight of the Monte Carlo mean
     network_error: float  # estimated mean squared error of a fold network against phi
-    combination_error: float  # the e lambda uses: one standard error below network_error (error_estimate)
     history: list[dict]  # per epoch, averaged over folds
     best_epoch: int  # epoch of the lowest fold-averaged held-out MSE (for the plot)
     fold_epochs: list[int]  # epoch kept by each fold network
@@ -345,15 +343,14 @@ def amortize(
     network_error, network_se = error_estimate.network_error(error_estimate.true_variance(count, mc, variance), paired)
     # Better than the constant by more than one standard error of the held-out comparison.
     beats_constant = bool(paired.size and float(np.mean(paired)) + network_se < 0)
-    lower_error = error_estimate.combination_error(network_error, float(np.hypot(network_se, spread_se)))
-    values, lam = combine(network_values, mc, count, variance, lower_error)
+    values, lam = combine(network_values, mc, count, variance, network_error)
     mean_curve = curves.mean(axis=0)
     history = [{"epoch": e, "train_mse": float(mean_curve[e, 0]), "heldout_mse": float(mean_curve[e, 1])}
                for e in range(config.epochs + 1)]
     gate_network, gate_mc, gate_constant = float(np.mean(net_mse)), float(np.mean(mc_mse)), float(np.mean(const_mse))
     return AmortizationResult(
         net=ensemble, target_scale=scale, values=values, network_values=network_values, monte_carlo=mc,
-        combine_weight=lam, network_error=network_error, combination_error=lower_error, history=history,
+        combine_weight=lam, network_error=network_error, history=history,
         best_epoch=int(np.argmin(mean_curve[:, 1])), fold_epochs=[int(e) for e in epochs],
         gate_mse_network=gate_network, gate_mse_monte_carlo=gate_mc, gate_mse_constant=gate_constant,
         gate_passed=bool(gate_network < gate_mc and beats_constant),

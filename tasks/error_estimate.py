@@ -90,19 +90,6 @@ def network_error(variance: float, paired: np.ndarray) -> tuple[float, float]:
     return max(0.0, variance + float(np.mean(paired))), se
 
 
-def combination_error(error: float, se: float) -> float:
-    """The network error the combination with Monte Carlo uses: one standard error ``se``
-    (of e = V + D: D's and V's in quadrature) below the estimate, not below 0.
-
-    Overstating e gives the Monte Carlo means weight they do not deserve, and where e is
-    uncertain they are the noisy part: on electricity (XGBoost, 2 samples per point, the
-    true values' variance known only to +-175%), e estimated 4.8x too high moved the
-    probes' Pearson from the network's 0.635 to 0.443. Understating e costs at most
-    e^2 / (e + s^2/m), small exactly where e is uncertain (s^2/m >> e); with many samples
-    the standard error is small and the bound is the estimate."""
-    return max(0.0, error - se) if np.isfinite(se) else 0.0
-
-
 def estimate_error(count: np.ndarray, mc: np.ndarray, sample_variance: np.ndarray, lam: np.ndarray,
                    network_error: float, network_se: float = float("nan"),
                    variance_se: float = 0.0) -> ErrorEstimate:
