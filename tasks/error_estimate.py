@@ -16,7 +16,8 @@ no better than giving every point the mean value. It is what ``--target-error`` 
 
 The held-out comparison is noisy when each sample's noise dwarfs the spread of the true
 values (KNN-Shapley on adult: per-sample variance ~30x the values' variance), so the
-estimate comes with its standard error, over the held-out samples, and a target counts
+estimate comes with its standard error (the held-out comparison's and the true values'
+variance's, ``true_variance_se``), and a target counts
 as met when the estimate *plus one standard error* is at most the target: small budgets
 whose estimate is uncertain do not stop on a lucky draw.
 

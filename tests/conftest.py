@@ -8,6 +8,7 @@ they show in CI logs without ``-s``.
 from __future__ import annotations
 
 import os
+import signal
 
 for _name, _value in {
     "DO_NOT_TRACK": "true",
@@ -21,6 +22,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# A shell that starts pytest in the background (`nohup ... &`, some CI wrappers) ignores
+# SIGINT, and every child inherits "ignored": Python then never raises KeyboardInterrupt,
+# so a served Prefect process (test_deployments) sat through the Ctrl-C a test sends it
+# and only the teardown's SIGTERM stopped it. The tests mean a terminal's Ctrl-C: restore it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
