@@ -205,22 +205,25 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int, progress: Callabl
                  f"({int(stored['n_fits'].sum()):,} fits), {len(segments)} batches to go")
     tracker = Progress("truth", len(segments), unit="batches", log=progress, bar=False) if progress else None
 
+    parts: list[TruthRows] = []  # without a store, the batches are kept here instead
+
     def keep(units: range, part: TruthRows, seconds: float) -> None:
-        if store is not None:
-            rows = pl.DataFrame({"point": part.point, "draw": part.draw, "value": part.value})
-            write_truth_batch(store, truth_id, units, rows, n_fits=part.n_fits, n_fallbacks=part.n_fallbacks,
-                              seconds=seconds)
+        if store is None:
+            parts.append(part)
+            return
+        rows = pl.DataFrame({"point": part.point, "draw": part.draw, "value": part.value})
+        write_truth_batch(store, truth_id, units, rows, n_fits=part.n_fits, n_fallbacks=part.n_fallbacks,
+                          seconds=seconds)
 
     if workers == 1:
         utility = cached_utility(str(problem_path), spec.learner, spec.utility_seed, spec.knn_k)
-        results = (truth_batch(utility, spec, units) for units in segments)
-        parts = _collect(segments, results, tracker, keep)
+        _collect(segments, (truth_batch(utility, spec, units) for units in segments), tracker, keep)
     else:
         # spawn: a forked child deadlocks in OpenMP after XGBoost ran in the parent.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=pin_threads) as pool:
             results = pool.map(_truth_batch_worker, repeat(str(problem_path)), repeat(spec), segments)
-            parts = _collect(segments, results, tracker, keep)
+            _collect(segments, results, tracker, keep)
     seconds = time.perf_counter() - started
     if store is not None:  # every batch is stored now: this session's and any earlier one's
         samples, batches = truth_samples(store, truth_id), truth_batches(store, truth_id)
@@ -235,17 +238,15 @@ def _compute(problem_path: str, spec: TruthSpec, workers: int, progress: Callabl
 
 
 def _collect(segments: list[range], results: Iterable[TruthRows], tracker: Progress | None,
-             keep: Callable[[range, TruthRows, float], None]) -> list[TruthRows]:
+             keep: Callable[[range, TruthRows, float], None]) -> None:
     """Batch results in batch order, each kept (``keep``) as it arrives with its wall seconds."""
-    parts, last = [], time.perf_counter()
+    last = time.perf_counter()
     for units, part in zip(segments, results):
         now = time.perf_counter()
         keep(units, part, now - last)
         last = now
-        parts.append(part)
         if tracker is not None:
             tracker.update(1, samples=len(part.point), fits=part.n_fits, fallback_fits=part.n_fallbacks)
-    return parts
 
 
 def compute_truth(problem_path: str, spec: TruthSpec, *, workers: int = 1,
