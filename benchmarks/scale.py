@@ -13,20 +13,23 @@ with the XGBoost utility (the 1M rows also with logreg), ``--method distribution
 row, MLflow. Then, outside the timed run: probe quality against a stored many-sample truth
 and a plain label-error reference (``scale_quality.py``).
 
-**Budget rule** (the same at every size): ``--points min(training rows, 2,500)`` and
-``--samples 2``. A distributional sample of a sampled row costs about 2 - P/n fits of at
-most 1,000 rows whatever the table (a block evaluates the prefixes just before and at its
-sampled rows, shared by neighbours both sampled), so every case has 8-10K fits:
-3-7 minutes of sampling at the 24-55 fits/s measured on 2 busy cores (fewer features and
-a smaller validation set are faster), which leaves room for amortizing a 45K-row table
-(~1-2 minutes) and recording it within 10 minutes. The rest of the pipeline grows with
-the rows (reading, the network's pretraining and scoring of every row, point-removal
-refits): that is what the growth plot shows.
+**Budget rule** (the same at every size): the CLI's own defaults for ``--points``
+(``min(training rows, AUTO_POINTS)``, 10,000: ``tasks/config.py``) and ``--samples 2``. A
+distributional sample of a sampled row costs about 2 - P/n fits of at most 1,000 rows
+whatever the table (a block evaluates the prefixes just before and at its sampled rows,
+shared by neighbours both sampled), so a 45K-row table has ~34K fits: about 4 minutes of
+sampling at the 130-160 fits/s measured on 2 cores, which leaves room for amortizing
+(~30 s) and recording within 10 minutes. ``--points 2500`` is the budget the earlier
+records used (a quarter of the fits; probe Pearson 0.44-0.64 on the 45K tables, against
+0.91 at 10,000 on electricity). The rest of the pipeline grows with the rows (reading,
+the network's pretraining and scoring of every row, point-removal refits): that is what
+the growth plot shows.
 
 Cases: electricity (45,312 rows), UCI adult (45,222 complete rows), synthetic 10K / 100K /
 1M rows (20 features); the 1M table with logreg and XGBoost on a local Dask cluster
 reached by address with 1 then 2 workers. ``--json`` keeps other cases' records already in
-the file, so cases can be run one at a time into one file. Each record carries the machine
+the file (and a case's records at other ``--points``), so cases can be run one at a time
+into one file. Each record carries the machine
 load (1-minute load average) before and after its run: timings on a shared machine are
 inflated by whatever else runs.
 """
@@ -48,13 +51,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from amortval.tasks.config import AUTO_POINTS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_data  # noqa: E402
 from scale_cluster import local_cluster  # noqa: E402
 from scale_quality import probe_quality, reference_auroc, time_breakdown  # noqa: E402
 
-POINTS_CAP, SAMPLES, MAX_SIZE, SEED = 2_500, 2, 1_000, 0
+SAMPLES, MAX_SIZE, SEED = 2, 1_000, 0
 # Samples per probe of the stored truth: electricity's own nMSE is 0.016 at 2,500 (252,500
 # fits with the shared-coalition sampler, 26 min on 2 cores), adult's 0.14.
 DEFAULT_TRUTH_SAMPLES = 2500
@@ -113,7 +117,7 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
     store.mkdir(parents=True)
     options = {"data": str(data.data), "valid": str(data.valid), "target": data.target,
                "mislabeled_column": scale_data.MISLABELED, "learner": case.learner, "method": "distributional",
-               "max_size": MAX_SIZE, "points": min(data.train_rows, POINTS_CAP), "samples": args.samples,
+               "max_size": MAX_SIZE, "points": min(data.train_rows, args.points), "samples": args.samples,
                "seed": SEED, "store": str(store)}
     if args.sampler:
         options["sampler"] = args.sampler
@@ -145,7 +149,7 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
         "case": case.name, "dataset": case.dataset, "rows": data.rows, "train_rows": data.train_rows,
         "learner": case.learner, "method": "distributional", "runner": f"dask-{case.dask_workers}"
         if case.dask_workers else "threads", "points_sampled": int(summary["n_sampled"]),
-        "samples_per_point": args.samples, "sampler": args.sampler or "distributional", "fits": fits,
+        "samples_per_point": args.samples, "points_cap": args.points, "sampler": args.sampler or "distributional", "fits": fits,
         "samples_stored": int(summary["samples_stored"]),
         "wall_s": wall, "fits_per_s": fits / wall, "sampling_fits_per_s": fits / stages["sampling_s"],
         "peak_rss_mb": summary["peak_rss_mb"], "worker_peak_rss_mb": summary.get("worker_peak_rss_mb"),
@@ -167,6 +171,11 @@ def add_probe_quality(record: dict, values: Path, problem_path: str, args: argpa
           f"truth's own nMSE {record['truth_nmse']:.3f}", flush=True)
 
 
+def points_cap(record: dict) -> int:
+    """The record's ``--points`` cap (2,500 for records made before it was recorded)."""
+    return int(record.get("points_cap", 2_500))
+
+
 def print_table(records: list[dict]) -> None:
     head = (f"{'case':32} {'rows':>9} {'points':>6} {'m':>2} {'fits':>7} {'wall s':>7} {'fits/s':>7} {'RSS MB':>7} "
             f"{'probe r':>7} {'nMSE':>6} {'flipAUC':>7} {'ref AUC':>7} {'truth nMSE':>10} {'load':>5}")
@@ -181,27 +190,34 @@ def print_table(records: list[dict]) -> None:
 
 
 def growth_figure(records: list[dict]):
-    """Wall time against rows for the cases of the growth curve that were measured."""
+    """Wall time against rows for the cases of the growth curve that were measured, one
+    line per budget (``--points`` cap): records from before the cap was recorded used 2,500."""
     from matplotlib.figure import Figure
 
     chosen = sorted((r for r in records if r["case"] in GROWTH), key=lambda r: r["rows"])
     if len(chosen) < 2:
         return None
-    fig = Figure(figsize=(6.0, 4.2))
+    fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
-    rows, wall = np.array([r["rows"] for r in chosen]), np.array([r["wall_s"] for r in chosen])
-    ax.loglog(rows, wall, "o-", color="tab:blue", label="whole pipeline")
-    for stage, color in (("sampling_s", "tab:orange"), ("amortization_s", "tab:green")):
-        ax.loglog(rows, [r["stages"][stage] for r in chosen], "s--", color=color, markersize=4,
-                  label=stage.removesuffix("_s"))
-    ax.loglog(rows, wall[0] * rows / rows[0], ":", color="tab:gray", label="linear in rows")
-    for n, w, name in ((r["rows"], r["wall_s"], r["case"]) for r in chosen):
-        ax.annotate(name.split("-xgboost")[0], (n, w), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    caps = sorted({points_cap(r) for r in chosen})
+    for cap, marker in zip(caps, "os^"):
+        group = [r for r in chosen if points_cap(r) == cap]
+        rows, wall = np.array([r["rows"] for r in group]), np.array([r["wall_s"] for r in group])
+        ax.loglog(rows, wall, marker + "-", color="tab:blue", alpha=1.0 if cap == caps[-1] else 0.45,
+                  label=f"whole pipeline, --points min(n, {cap:,})")
+        for stage, color in (("sampling_s", "tab:orange"), ("amortization_s", "tab:green")):
+            ax.loglog(rows, [r["stages"][stage] for r in group], marker + "--", color=color, markersize=4,
+                      alpha=1.0 if cap == caps[-1] else 0.45, label=f"{stage.removesuffix('_s')} ({cap:,})")
+        for n, w, name in ((r["rows"], r["wall_s"], r["case"]) for r in group):
+            ax.annotate(name.split("-xgboost")[0], (n, w), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    first = chosen[0]
+    grid = np.array([r["rows"] for r in chosen])
+    ax.loglog(grid, first["wall_s"] * grid / grid[0], ":", color="tab:gray", label="linear in rows")
     ax.set_xlabel("rows in the table")
     ax.set_ylabel("wall time, s (2 cores)")
-    ax.set_title(f"XGBoost utility, --points min(n, {POINTS_CAP:,}), --samples {SAMPLES}")
+    ax.set_title(f"XGBoost utility, --samples {SAMPLES}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     return fig
 
 
@@ -214,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="samples per probe of the stored truth (a new count is a new truth, computed once)")
     parser.add_argument("--samples", type=int, default=SAMPLES,
                         help=f"samples per sampled row (default {SAMPLES}: the budget rule)")
+    parser.add_argument("--points", type=int, default=AUTO_POINTS,
+                        help=f"sampled rows per table, at most (default {AUTO_POINTS:,}, the CLI's: the budget rule)")
     parser.add_argument("--sampler", choices=("distributional", "shared"),
                         help="Monte Carlo sampler of the runs (default: distributional's own blocks)")
     parser.add_argument("--skip-truth", action="store_true",
@@ -231,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     out = Path(args.json)
     kept = json.loads(out.read_text())["records"] if out.exists() else []
-    records = [r for r in kept if r["case"] not in names]
+    # One record per case and budget: a run replaces its own case's record at its --points.
+    records = [r for r in kept if r["case"] not in names or points_cap(r) != args.points]
 
     def save() -> None:
-        records.sort(key=lambda r: [c.name for c in CASES].index(r["case"]))
+        records.sort(key=lambda r: ([c.name for c in CASES].index(r["case"]), points_cap(r)))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"records": records, "budget": {"points_cap": POINTS_CAP, "samples": args.samples,
+        out.write_text(json.dumps({"records": records, "budget": {"samples": args.samples,
                                    "max_size": MAX_SIZE, "seed": SEED}}, indent=1, default=float))
 
     # Every timed run first, each saved at once; then the truths (hours when not stored yet).
