@@ -59,9 +59,12 @@ from scale_cluster import local_cluster  # noqa: E402
 from scale_quality import probe_quality, reference_auroc, time_breakdown  # noqa: E402
 
 SAMPLES, MAX_SIZE, SEED = 2, 1_000, 0
-# Samples per probe of the stored truth: electricity's own nMSE is 0.016 at 2,500 (252,500
-# fits with the shared-coalition sampler, 26 min on 2 cores), adult's 0.14.
+# Samples per probe of the stored truth, sized so that its own nMSE (from its two halves)
+# is <= 0.05: electricity's is 0.016 at 2,500 (252,500 fits with the shared-coalition
+# sampler, 26 min on 2 cores); adult's marginal contributions are noisier against the spread
+# of its values (0.14 at 2,500), 0.004 at 7,000 (707,000 fits, 86 min).
 DEFAULT_TRUTH_SAMPLES = 2500
+TRUTH_SAMPLES = {"adult": 7000}
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,10 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
 
 def add_probe_quality(record: dict, values: Path, problem_path: str, args: argparse.Namespace) -> None:
     """Probe metrics against the stored truth (computed now if it is not stored yet)."""
-    print(f"[{record['case']}] probe truth, {args.truth_samples} samples per probe", flush=True)
+    samples = args.truth_samples or TRUTH_SAMPLES.get(record["dataset"], DEFAULT_TRUTH_SAMPLES)
+    print(f"[{record['case']}] probe truth, {samples} samples per probe", flush=True)
     record |= probe_quality(pl.read_parquet(values), problem_path, learner=record["learner"], run_seed=SEED,
-                            truth_samples=args.truth_samples, truth_store=Path(args.cache) / "truth.duckdb")
+                            truth_samples=samples, truth_store=Path(args.cache) / "truth.duckdb")
     print(f"[{record['case']}] probes: Pearson {record['probe_pearson']:.3f}, nMSE {record['probe_nmse']:.3f}; "
           f"truth's own nMSE {record['truth_nmse']:.3f}", flush=True)
 
@@ -226,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="write (merge) one record per case into this JSON file")
     parser.add_argument("--quick", action="store_true", help="electricity only (< 15 minutes once its truth is stored)")
     parser.add_argument("--cases", nargs="+", choices=[c.name for c in CASES], help="run only these cases")
-    parser.add_argument("--truth-samples", type=int, default=DEFAULT_TRUTH_SAMPLES,
-                        help="samples per probe of the stored truth (a new count is a new truth, computed once)")
+    parser.add_argument("--truth-samples", type=int,
+                        help=f"samples per probe of the stored truth (default {DEFAULT_TRUTH_SAMPLES:,}; "
+                        + ", ".join(f"{k} {v:,}" for k, v in TRUTH_SAMPLES.items())
+                        + "): a new count is a new truth, computed once")
     parser.add_argument("--samples", type=int, default=SAMPLES,
                         help=f"samples per sampled row (default {SAMPLES}: the budget rule)")
     parser.add_argument("--points", type=int, default=AUTO_POINTS,
