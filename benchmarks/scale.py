@@ -21,7 +21,7 @@ shared by neighbours both sampled), so a 45K-row table has ~34K fits: about 4 mi
 sampling at the 130-160 fits/s measured on 2 cores, which leaves room for amortizing
 (~30 s) and recording within 10 minutes. ``--points 2500`` is the budget the earlier
 records used (a quarter of the fits; probe Pearson 0.44-0.64 on the 45K tables, against
-0.91 at 10,000 on electricity). The rest of the pipeline grows with the rows (reading,
+0.887-0.913 at 10,000). The rest of the pipeline grows with the rows (reading,
 the network's pretraining and scoring of every row, point-removal refits): that is what
 the growth plot shows.
 
@@ -152,8 +152,8 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[dict, Path, str]:
         "case": case.name, "dataset": case.dataset, "rows": data.rows, "train_rows": data.train_rows,
         "learner": case.learner, "method": "distributional", "runner": f"dask-{case.dask_workers}"
         if case.dask_workers else "threads", "points_sampled": int(summary["n_sampled"]),
-        "samples_per_point": args.samples, "points_cap": args.points, "sampler": args.sampler or "distributional", "fits": fits,
-        "samples_stored": int(summary["samples_stored"]),
+        "samples_per_point": args.samples, "points_cap": args.points, "sampler": args.sampler or "distributional",
+        "fits": fits, "samples_stored": int(summary["samples_stored"]),
         "wall_s": wall, "fits_per_s": fits / wall, "sampling_fits_per_s": fits / stages["sampling_s"],
         "peak_rss_mb": summary["peak_rss_mb"], "worker_peak_rss_mb": summary.get("worker_peak_rss_mb"),
         "flip_auroc": summary["mislabeled_auroc_combined"], "flip_auroc_network": summary["mislabeled_auroc_network"],
@@ -214,9 +214,8 @@ def growth_figure(records: list[dict]):
                       alpha=1.0 if cap == caps[-1] else 0.45, label=f"{stage.removesuffix('_s')} ({cap:,})")
         for n, w, name in ((r["rows"], r["wall_s"], r["case"]) for r in group):
             ax.annotate(name.split("-xgboost")[0], (n, w), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    first = chosen[0]
     grid = np.array([r["rows"] for r in chosen])
-    ax.loglog(grid, first["wall_s"] * grid / grid[0], ":", color="tab:gray", label="linear in rows")
+    ax.loglog(grid, chosen[0]["wall_s"] * grid / grid[0], ":", color="tab:gray", label="linear in rows")
     ax.set_xlabel("rows in the table")
     ax.set_ylabel("wall time, s (2 cores)")
     ax.set_title(f"XGBoost utility, --samples {SAMPLES}")
