@@ -36,8 +36,8 @@ ENVIRONMENT = {
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 # Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
-AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "folds",
-                    "model_name", "out", "verbose")
+AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "lr_tries",
+                    "folds", "model_name", "out", "verbose")
 
 
 def flag(name: str) -> str:

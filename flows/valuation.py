@@ -159,15 +159,16 @@ def sample_in_rounds(db: ValuationStore, plan: RunPlan, inputs, started: float, 
 
 
 def _epoch_progress(logger, plan: RunPlan) -> tuple[Progress, Callable[[dict], None]]:
-    """Amortization progress (folds x regression epochs) and its per-epoch callback; the
-    per-epoch lines go to debug level only (``--verbose``): 5 folds x 11 epochs would bury
-    the progress. With fewer draws than folds, each draw is a fold (tasks/amortize.py)."""
+    """Amortization progress (folds x learning rates x regression epochs) and its per-epoch
+    callback; the per-epoch lines go to debug level only (``--verbose``): 5 folds x 2 rates x
+    11 epochs would bury the progress. With fewer draws than folds, each draw is a fold (tasks/amortize.py)."""
     amortization, samples = plan.config.amortization, plan.samples
     folds = min(amortization.folds, samples) if samples >= 2 else amortization.folds
-    progress = Progress("amortization", folds * (amortization.epochs + 1), unit="epochs", log=logger.info, steps=4)
+    total = folds * amortization.lr_tries * (amortization.epochs + 1)
+    progress = Progress("amortization", total, unit="epochs", log=logger.info, steps=4)
 
     def epoch(h: dict) -> None:
-        logger.debug("amortization fold %(fold)d epoch %(epoch)d: train MSE %(train_mse).3g, "
+        logger.debug("amortization fold %(fold)d lr %(lr).2g epoch %(epoch)d: train MSE %(train_mse).3g, "
                      "held-out MSE %(heldout_mse).3g", h)
         progress.update(1)
 

@@ -175,6 +175,8 @@ class AmortizationConfig(_Part):
     epochs: int = Field(10, ge=1, description="regression epochs (cosine schedule); each network keeps its best held-out epoch")
     batch_size: int = Field(32, ge=1, description="valuation-network minibatch size")
     lr: float = Field(5e-4, gt=0.0, allow_inf_nan=False, description="valuation-network learning rate (Adam)")
+    lr_tries: int = Field(2, ge=1, description="learning rates tried: --lr, then each a fifth of the last; the one "
+                                                "with the lowest held-out MSE over the folds is kept")
     folds: int = Field(5, ge=2, description="cross-fitted networks, each holding out one fold of the draws")
 
 

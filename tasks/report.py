@@ -113,6 +113,7 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
         "estimated_nmse_unsampled": result.error.nmse_unsampled,
         "estimated_true_variance": result.error.true_variance,
         "best_epoch": float(result.best_epoch),
+        "amortization_lr_mean": float(np.mean(result.fold_lrs)),
         "network_error_estimate": result.network_error,
         "combine_weight_mean": float(np.mean(result.combine_weight)),
         "amortization_folds": float(result.n_folds),

@@ -13,8 +13,9 @@ Purposes:
 - ``split``: the validation rows split off the input table.
 - ``points``: which rows get Monte Carlo samples when only some are sampled.
 - ``learner``: the utility learner's fixed initialization / seed (v(S) depends only on S).
-- ``network``: the valuation networks' regression shuffling; indexed by fold, that fold
-  network's initialization and classifier pretraining (reused across a run's rounds).
+- ``network``: indexed by fold, that fold network's initialization and classifier
+  pretraining (reused across a run's rounds); by (fold, rate), its regression shuffling
+  at the rate-th learning rate tried.
 - ``point_folds``: the cross-fitting folds of points when each point has one draw.
 - ``probes``: probe rows of a ground truth (benchmarks).
 - ``draw_permutations``: the permutation of draw j shared by all blocks of that draw in

@@ -95,18 +95,36 @@ def test_combination_follows_monte_carlo_when_samples_are_many():
     assert np.mean((res.values - phi) ** 2) <= 1.05 * min(mc_error, np.mean((res.network_values - phi) ** 2))
 
 
-def test_history_folds_and_epochs(result):
+def test_history_folds_rates_and_epochs(result):
     res, seen = result
     config = AmortizationConfig()
     assert [h["epoch"] for h in res.history] == list(range(config.epochs + 1))
-    assert len(seen) == res.n_folds * (config.epochs + 1)
-    for epoch, entry in enumerate(res.history):
-        fold_entries = [h for h in seen if h["epoch"] == epoch]
+    assert len(seen) == res.n_folds * config.lr_tries * (config.epochs + 1)
+    rates = sorted({h["lr"] for h in seen}, reverse=True)
+    assert rates == pytest.approx([config.lr / 5 ** k for k in range(config.lr_tries)])
+    # One rate for every fold: the one with the lowest mean (over folds) of each fold's best held-out MSE.
+    best = {lr: np.mean([min(h["heldout_mse"] for h in seen if h["fold"] == f and h["lr"] == lr)
+                         for f in range(res.n_folds)]) for lr in rates}
+    chosen = min(best, key=best.get)
+    assert res.fold_lrs == [chosen] * res.n_folds
+    kept = [h for h in seen if h["lr"] == chosen]
+    for epoch, entry in enumerate(res.history):  # the history is the chosen rate's, averaged over folds
+        fold_entries = [h for h in kept if h["epoch"] == epoch]
         assert entry["heldout_mse"] == pytest.approx(np.mean([h["heldout_mse"] for h in fold_entries]), rel=1e-12)
     for fold, epoch in enumerate(res.fold_epochs):
-        curve = [h["heldout_mse"] for h in seen if h["fold"] == fold]
+        curve = [h["heldout_mse"] for h in kept if h["fold"] == fold]
         assert epoch == int(np.argmin(curve))
     assert res.best_epoch == int(np.argmin([h["heldout_mse"] for h in res.history]))
+
+
+def test_one_rate_reproduces_the_single_rate_fit(game):
+    x, y, _, samples = game
+    one = amortize(x, y, 2, samples, config=AmortizationConfig(lr_tries=1, pretrain_epochs=2, epochs=3), seed=0)
+    two = amortize(x, y, 2, samples, config=AmortizationConfig(lr_tries=2, pretrain_epochs=2, epochs=3), seed=0)
+    assert one.fold_lrs == [5e-4] * one.n_folds
+    assert two.gate_mse_network <= one.gate_mse_network + 1e-15  # the choice includes the first rate's fits
+    if two.fold_lrs[0] == 5e-4:
+        np.testing.assert_array_equal(two.network_values, one.network_values)
 
 
 def test_gate_compares_on_the_held_out_fold(game, result):
@@ -117,7 +135,8 @@ def test_gate_compares_on_the_held_out_fold(game, result):
     mc = [mse_against(means(samples, N, pl.col("draw") % k != f), samples.filter(pl.col("draw") % k == f))
           for f in range(k)]
     assert res.gate_mse_monte_carlo == pytest.approx(np.mean(mc), rel=1e-12)
-    kept = [min(h["heldout_mse"] for h in seen if h["fold"] == f) for f in range(k)]
+    lr = res.fold_lrs[0]
+    kept = [min(h["heldout_mse"] for h in seen if h["fold"] == f and h["lr"] == lr) for f in range(k)]
     assert res.gate_mse_network == pytest.approx(np.mean(kept), rel=1e-12)
     # Epoch 0 is the zero head: its held-out MSE is the mean square of the held-out samples.
     zero = [h["heldout_mse"] for h in seen if h["fold"] == 0 and h["epoch"] == 0][0]
