@@ -149,6 +149,7 @@ def run_case(learner: str, n: int, curve_max: int, truth_samples: int | None, ms
             "mc_sign_agreement": mc_q["sign_agreement"], "amortized_sign_agreement": am_q["sign_agreement"],
             "mc_auprc": mislabeled_auprc(mc, split.flipped), "amortized_auprc": mislabeled_auprc(result.values, split.flipped),
             "combine_weight_mean": float(result.combine_weight.mean()), "fold_epochs": result.fold_epochs,
+            "fold_lrs": result.fold_lrs,
             "gate_passed": result.gate_passed,
         })
         amortized_at[m] = result.values
