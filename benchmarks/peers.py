@@ -13,7 +13,8 @@ probes against the truth, flip AUROC over all rows); a tool's ``seconds_to_targe
 first time from which Pearson >= 0.9 and nMSE <= 0.2 hold at every later point.
 
 Runs, one after another, 2 processes each:
-- **amortval** ``amortval value --learner logreg --samples m`` for m in 1, 2, 5, 10, 20, 50,
+- **amortval** ``amortval value --learner logreg --samples m`` for m in 1, 2, 5, 10, 20, 50
+  (``--m-grid``),
   each a whole process on a fresh store, start-up included (``--target-error off`` too
   when the CLI has that option, so m is the budget); ``fixed_overhead_s`` is the same
   command run again (nothing to compute: the run is re-reported).
@@ -112,12 +113,12 @@ def timed(argv: list[str], log_path: Path) -> float:
     return seconds
 
 
-def amortval_record(case, store: Path) -> dict:
+def amortval_record(case, store: Path, grid: tuple[int, ...] = M_GRID) -> dict:
     import polars as pl
 
     flags = fixed_budget_flags()
     curve, runs = [], []
-    for m in M_GRID:
+    for m in grid:
         folder = store / f"amortval-n{case.n}-m{m}"
         if folder.exists():
             import shutil
@@ -133,7 +134,7 @@ def amortval_record(case, store: Path) -> dict:
                      "stages_s": stage_times(folder.with_suffix(".log"), wall, seconds),
                      "load_before": before, "load_after": load()})
         print(f"  amortval m={m}: {seconds:.1f} s  pearson {pearson:.3f}  nmse {nmse:.3f}  auroc {auroc:.3f}", flush=True)
-    again = [timed(amortval_command(case, M_GRID[-1], store / f"amortval-n{case.n}-m{M_GRID[-1]}", flags),
+    again = [timed(amortval_command(case, grid[-1], store / f"amortval-n{case.n}-m{grid[-1]}", flags),
                    store / f"amortval-n{case.n}-rereport{i}.log") for i in range(3)]
     print(f"  amortval re-report of a finished run: {', '.join(f'{s:.2f}' for s in again)} s", flush=True)
     from peers_setup import seconds_to_target
@@ -307,6 +308,8 @@ def main() -> int:
     parser.add_argument("--store", default=str(Path(__file__).resolve().parent / ".store" / "peers"),
                         help="folder for the data files, truths and amortval stores")
     parser.add_argument("--sizes", help="comma-separated n (default: 1000 with --quick, else 1000,5000)")
+    parser.add_argument("--m-grid", default=",".join(map(str, M_GRID)),
+                        help="amortval's budgets, samples per point (comma-separated; default %(default)s)")
     parser.add_argument("--replot", action="store_true", help="recompute the derived figures, table and plot of --json")
     args = parser.parse_args()
     out = Path(args.json)
@@ -337,7 +340,8 @@ def main() -> int:
         truths[n] = case.truth_info
         print(f"  truth: pearson {case.truth_info['truth_pearson']:.3f}, nmse {case.truth_info['truth_nmse']:.3f} "
               f"(its own noise, from two halves)", flush=True)
-        for name, job in (("amortval", lambda: [amortval_record(case, store)]),
+        grid = tuple(int(m) for m in args.m_grid.split(","))
+        for name, job in (("amortval", lambda: [amortval_record(case, store, grid)]),
                           ("bare loop", lambda: [bare_loop(case, cap, 0)]),
                           ("pyDVL", lambda: pydvl_records(case, matched_cap(records, n, cap, args.cap_speedup), 0, cap))):
             before = load()
