@@ -333,6 +333,7 @@ def main() -> int:
     cap = args.cap or (180.0 if args.quick else 900.0)
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else (QUICK_N if args.quick else FULL_N)
     store = Path(args.store)
+    grid = tuple(int(m) for m in args.m_grid.split(","))
     started, records, truths = time.perf_counter(), [], {}
     for n in sizes:
         print(f"[adult n={n:,}] truth ({TRUTH_SAMPLES.get(n, 200)} samples per probe)", flush=True)
@@ -340,7 +341,6 @@ def main() -> int:
         truths[n] = case.truth_info
         print(f"  truth: pearson {case.truth_info['truth_pearson']:.3f}, nmse {case.truth_info['truth_nmse']:.3f} "
               f"(its own noise, from two halves)", flush=True)
-        grid = tuple(int(m) for m in args.m_grid.split(","))
         for name, job in (("amortval", lambda: [amortval_record(case, store, grid)]),
                           ("bare loop", lambda: [bare_loop(case, cap, 0)]),
                           ("pyDVL", lambda: pydvl_records(case, matched_cap(records, n, cap, args.cap_speedup), 0, cap))):
