@@ -37,7 +37,7 @@ ENVIRONMENT = {
 }
 # Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
 AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "lr_tries",
-                    "folds", "model_name", "out", "verbose")
+                    "folds", "control_below", "model_name", "out", "verbose")
 
 
 def flag(name: str) -> str:

@@ -4,7 +4,7 @@ Each training point i has noisy, unbiased samples of its value phi_i (``value`` 
 weight * delta, numbered by ``draw``). The recipe follows Covert et al. (2024) --
 classifier pretraining on (x, y), zeroed last layer, MSE regression of the samples with
 Adam and a cosine-decayed learning rate, the epoch kept by its MSE against *held-out*
-samples of the same points -- with three changes, each measured on UCI adult against
+samples of the same points -- with four changes, each measured on UCI adult against
 exact KNN-Shapley values (README, "Accuracy"):
 
 1. **Cross-fitting, no sample wasted.** The draws are split into ``folds`` folds by draw
@@ -39,6 +39,13 @@ no better than the mean value has learned nothing, however noisy the Monte Carlo
 Monte Carlo noise give the values' estimated normalized error (``tasks/error_estimate.py``),
 the quantity ``--target-error`` sets.
 
+4. **A control variate for small coalitions** (``tasks/control_variate.py``, on when the
+   samples carry their cardinality, as a run's stored samples do): each sample at a
+   cardinality below ``control_below`` has its (cardinality, label) mean taken out and
+   that mean's expectation put back, the same value in expectation with most of the
+   variance of the few tiny-coalition samples gone (on adult n = 5,000 at m = 50: sample
+   variance 0.56x, probe Pearson 0.900 -> 0.927).
+
 Training rows are points, not samples: sum_j (f - t_j)^2 = m (f - mean)^2 + const, so
 regressing each point's mean, weighted by its sample count, has the loss (and optimum)
 of regressing every sample at a fraction of the cost. Targets are divided by
@@ -61,7 +68,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -71,7 +78,8 @@ from torch import nn
 
 from amortval.models.valuation_net import ValuationEnsemble, ValuationNet
 from amortval.tasks.config import AmortizationConfig
-from amortval.tasks import error_estimate
+from amortval.tasks import control_variate, error_estimate
+from amortval.tasks.control_variate import Adjustment
 from amortval.tasks.error_estimate import ErrorEstimate
 from amortval.tasks.streams import stream, torch_generator
 
@@ -96,6 +104,7 @@ class AmortizationResult:
     n_samples: int
     n_folds: int
     seconds: float
+    control: Adjustment  # the small-coalition control variate applied to the samples first
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,12 @@ def amortize(
     """
     started = time.perf_counter()
     n = int(x.shape[0])
-    s = _read(samples, n, config.folds, seed)
+    s = _read(samples, n, config.folds, seed)  # checks the frame before anything is computed
+    if "cardinality" in samples.columns:
+        samples, control = control_variate.adjust(samples, y, config.control_below)
+        s = replace(s, value=samples["value"].to_numpy().astype(np.float64, copy=False))
+    else:
+        control = control_variate.adjust(samples, y, 0)[1]
     scale = float(np.std(s.value))
     if not (math.isfinite(scale) and scale > 0):
         scale = 1.0
@@ -419,7 +433,7 @@ def amortize(
         gate_mse_network=gate_network, gate_mse_monte_carlo=gate_mc, gate_mse_constant=gate_constant,
         gate_passed=bool(gate_network < gate_mc and beats_constant),
         error=error_estimate.estimate_error(count, mc, variance, lam, network_error, network_se, spread_se),
-        n_samples=int(s.point.size), n_folds=s.n_folds, seconds=time.perf_counter() - started,
+        n_samples=int(s.point.size), n_folds=s.n_folds, seconds=time.perf_counter() - started, control=control,
     )
 
 

@@ -178,6 +178,9 @@ class AmortizationConfig(_Part):
     lr_tries: int = Field(2, ge=1, description="learning rates tried: --lr, then each a fifth of the last; the one "
                                                 "with the lowest held-out MSE over the folds is kept")
     folds: int = Field(5, ge=2, description="cross-fitted networks, each holding out one fold of the draws")
+    control_below: int = Field(10, ge=0, description="control variate for small coalitions: each sample at a "
+                                                     "cardinality below this, less its (cardinality, label) mean, "
+                                                     "plus that mean's expectation; 0: off")
 
 
 _DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?")

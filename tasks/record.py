@@ -38,7 +38,7 @@ def amortize_run(db: ValuationStore, plan: RunPlan, inputs: Inputs,
     problem, config = inputs.problem, plan.config
     samples = db.samples(plan.sampling_id, below_draw=plan.samples)
     return amortize(problem.x_train, problem.y_train, problem.n_classes,
-                    samples.select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value")),
+                    samples.select("point", "draw", (pl.col("weight") * pl.col("delta")).alias("value"), "cardinality"),
                     config=config.amortization, seed=config.sampling.seed, progress=progress, pretrained=pretrained)
 
 

@@ -114,6 +114,8 @@ def gate_metrics(result: AmortizationResult) -> dict[str, float]:
         "estimated_true_variance": result.error.true_variance,
         "best_epoch": float(result.best_epoch),
         "amortization_lr_mean": float(np.mean(result.fold_lrs)),
+        "control_variance_ratio": result.control.variance_ratio,
+        "control_samples_adjusted": float(result.control.samples_adjusted),
         "network_error_estimate": result.network_error,
         "combine_weight_mean": float(np.mean(result.combine_weight)),
         "amortization_folds": float(result.n_folds),
