@@ -310,8 +310,15 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated n (default: 1000 with --quick, else 1000,5000)")
     parser.add_argument("--m-grid", default=",".join(map(str, M_GRID)),
                         help="amortval's budgets, samples per point (comma-separated; default %(default)s)")
+    parser.add_argument("--tools", default="amortval,bare-loop,pydvl",
+                        help="tools to run (comma-separated; default %(default)s); with fewer, the other tools' "
+                             "records already in --json are kept, so one tool can be rerun after a change")
     parser.add_argument("--replot", action="store_true", help="recompute the derived figures, table and plot of --json")
     args = parser.parse_args()
+    tools = {t.strip() for t in args.tools.split(",")}
+    if not tools <= {"amortval", "bare-loop", "pydvl"}:
+        parser.error(f"--tools: unknown {sorted(tools - {'amortval', 'bare-loop', 'pydvl'})}; "
+                     "choose from amortval, bare-loop, pydvl")
     out = Path(args.json)
     if args.replot:
         saved = json.loads(out.read_text())
@@ -335,6 +342,12 @@ def main() -> int:
     store = Path(args.store)
     grid = tuple(int(m) for m in args.m_grid.split(","))
     started, records, truths = time.perf_counter(), [], {}
+    partial = tools != {"amortval", "bare-loop", "pydvl"}
+    saved = json.loads(out.read_text()) if out.exists() and partial else {}
+    kept = saved.get("records", [])
+    tool_of = {"amortval": "amortval", "bare-loop": "bare-loop"}  # record tool -> --tools name; the rest are pyDVL's
+    kept = [r for r in kept if not (r["n"] in sizes and tool_of.get(r["tool"], "pydvl") in tools)]
+    records.extend(kept)
     for n in sizes:
         print(f"[adult n={n:,}] truth ({TRUTH_SAMPLES.get(n, 200)} samples per probe)", flush=True)
         case = prepare_case(n, store, TRUTH_SAMPLES.get(n, 200), sampler=TRUTH_SAMPLER.get(n))
@@ -342,8 +355,10 @@ def main() -> int:
         print(f"  truth: pearson {case.truth_info['truth_pearson']:.3f}, nmse {case.truth_info['truth_nmse']:.3f} "
               f"(its own noise, from two halves)", flush=True)
         for name, job in (("amortval", lambda: [amortval_record(case, store, grid)]),
-                          ("bare loop", lambda: [bare_loop(case, cap, 0)]),
-                          ("pyDVL", lambda: pydvl_records(case, matched_cap(records, n, cap, args.cap_speedup), 0, cap))):
+                          ("bare-loop", lambda: [bare_loop(case, cap, 0)]),
+                          ("pydvl", lambda: pydvl_records(case, matched_cap(records, n, cap, args.cap_speedup), 0, cap))):
+            if name not in tools:
+                continue
             before = load()
             print(f"[adult n={n:,}] {name} (load {before:.2f})", flush=True)
             for record in job():
@@ -353,10 +368,15 @@ def main() -> int:
     figure = RESULTS / f"{out.stem}.png"
     plot(records, figure)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    command = " ".join(["python", "benchmarks/peers.py", *sys.argv[1:]])
+    result = {
         "records": records, "truth": {str(n): t for n, t in truths.items()}, "quick": args.quick, "cap_s": cap,
         "targets": {"pearson": 0.9, "nmse": 0.2}, "cpu_count": os.cpu_count(), "seconds": time.perf_counter() - started,
-        "figure": figure.name, "command": " ".join(["python", "benchmarks/peers.py", *sys.argv[1:]])}, indent=1))
+        "figure": figure.name, "command": command}
+    if saved:  # a rerun of some tools: the file's settings stay those of the runs it keeps
+        result = {**saved, "records": records, "truth": {**saved.get("truth", {}), **result["truth"]},
+                  "reruns": [*saved.get("reruns", []), {"command": command, "seconds": result["seconds"]}]}
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out} and {figure}")
     return 0
 
