@@ -64,9 +64,11 @@ FRACTIONS = np.round(np.arange(0.0, 0.51, 0.05), 2)
 SAMPLE_SEED, TRUTH_SEED = 0, 1_000_003
 
 
-def sample_matrix(problem: Problem, learner: str, samples: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+def sample_matrix(problem: Problem, learner: str, samples: int, seed: int = SAMPLE_SEED,
+                  sizes: np.ndarray | None = None) -> np.ndarray:
     """(n, samples) permutation samples of the run with this seed; column j is permutation j
-    (the run's draws)."""
+    (the run's draws). ``sizes``, an (n, samples) int array, receives each sample's
+    cardinality (what a run's stored samples carry, and the control variate reads)."""
     config = RunConfig.from_options(learner=learner, samples=samples, seed=seed)
     utility = make_utility(learner, problem, learner_seed(seed), knn_k=config.utility.knn_k)
     sampler = make_sampler(config.sampling, problem.n)
@@ -74,6 +76,8 @@ def sample_matrix(problem: Problem, learner: str, samples: int, seed: int = SAMP
     for units in plan_segments(sampler, samples, config.sampling.batch_fits):
         rows = sampler.run(utility, units, seed)
         out[rows.point, rows.draw] = rows.weight * rows.delta
+        if sizes is not None:
+            sizes[rows.point, rows.draw] = rows.cardinality
     return out
 
 
@@ -105,10 +109,11 @@ def efficiency_ratio(target: float, m: int, curve_m: np.ndarray, curve_nmse: np.
     return float(math.exp(lm[i - 1] + t * (lm[i] - lm[i - 1])) / m), False
 
 
-def samples_frame(matrix: np.ndarray, m: int) -> pl.DataFrame:
+def samples_frame(matrix: np.ndarray, m: int, sizes: np.ndarray) -> pl.DataFrame:
+    """The first m draws as a run's samples frame, with their cardinalities."""
     n = matrix.shape[0]
     return pl.DataFrame({"point": np.repeat(np.arange(n), m), "draw": np.tile(np.arange(m), n),
-                         "value": matrix[:, :m].ravel()})
+                         "value": matrix[:, :m].ravel(), "cardinality": sizes[:, :m].ravel()})
 
 
 def run_case(learner: str, n: int, curve_max: int, truth_samples: int | None, ms: tuple[int, ...],
@@ -121,7 +126,8 @@ def run_case(learner: str, n: int, curve_max: int, truth_samples: int | None, ms
     print(f"[{tag}] ground truth ({truth_info['kind']}) in {stages[-1]['seconds']:.1f} s", flush=True)
 
     started = time.perf_counter()
-    matrix = sample_matrix(split.problem, learner, max(curve_max, max(ms)))
+    sizes = np.zeros((split.problem.n, max(curve_max, max(ms))), dtype=np.int64)
+    matrix = sample_matrix(split.problem, learner, sizes.shape[1], sizes=sizes)
     stages.append({"case": tag, "stage": f"Monte Carlo samples ({matrix.shape[1]} per point)",
                    "seconds": time.perf_counter() - started})
     print(f"[{tag}] {matrix.size:,} samples in {stages[-1]['seconds']:.1f} s", flush=True)
@@ -133,7 +139,7 @@ def run_case(learner: str, n: int, curve_max: int, truth_samples: int | None, ms
     for m in ms:
         started = time.perf_counter()
         result = amortize(split.problem.x_train, split.problem.y_train, split.problem.n_classes,
-                          samples_frame(matrix, m), config=AmortizationConfig(), seed=0)
+                          samples_frame(matrix, m, sizes), config=AmortizationConfig(), seed=0)
         seconds = time.perf_counter() - started
         mc = matrix[:, :m].mean(axis=1)
         mc_q, am_q, net_q = (truth_metrics(v, truth) for v in (mc, result.values, result.network_values))
