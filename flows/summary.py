@@ -47,6 +47,9 @@ def print_valuation(r: dict) -> None:
         f" at {_fmt(r.get('samples_per_point'), ',.0f')} samples per point"
         + (f", {int(r['rounds'])} rounds: {r['stop_reason']}" if r.get("stop_reason") else ""),
     ]
+    if r.get("control_samples_adjusted"):
+        lines.append(f"  control variate   {int(r['control_samples_adjusted']):,} small-coalition samples adjusted, "
+                     f"sample variance x{r.get('control_variance_ratio', 1.0):.2f}  (--control-below)")
     if r.get("worker_peak_rss_mb"):
         lines.append(f"  Dask workers      peak RSS {', '.join(f'{mb:,.0f}' for mb in r['worker_peak_rss_mb'])} MB "
                      f"({len(r['worker_peak_rss_mb'])} workers)")

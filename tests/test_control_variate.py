@@ -99,3 +99,14 @@ def test_amortize_applies_it_only_to_samples_that_carry_their_cardinality():
     adjusted, _ = adjust(frame, labels, below=config.control_below)
     np.testing.assert_allclose(with_k.monte_carlo, point_means(adjusted, 200))
     assert np.mean((with_k.monte_carlo - phi) ** 2) < 0.5 * np.mean((without.monte_carlo - phi) ** 2)
+
+
+def test_the_run_summary_says_what_the_control_variate_did(capsys):
+    from amortval.flows.summary import print_valuation
+
+    run = {"source": "demo", "seconds": 1.0, "run_id": "r", "duckdb": "s/amortval.duckdb", "values_path": "s/v.parquet",
+           "store": "s"}
+    print_valuation({**run, "control_samples_adjusted": 1234.0, "control_variance_ratio": 0.561})
+    assert "control variate   1,234 small-coalition samples adjusted, sample variance x0.56" in capsys.readouterr().out
+    print_valuation({**run, "control_samples_adjusted": 0.0, "control_variance_ratio": 1.0})
+    assert "control variate" not in capsys.readouterr().out

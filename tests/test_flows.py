@@ -74,7 +74,8 @@ def test_mlflow_run_model_version_and_alias(valued):
     assert run.data.params["utility.learner"] == "logreg" and run.data.params["sampling.method"] == "shapley"
     assert run.data.tags["amortval.run_id"] == result["run_id"] and result["experiment"] == "amortval-train"
     assert client.get_experiment(run.info.experiment_id).name == result["model_name"] == "amortval-train"
-    for key in ("gate_mse_network", "gate_mse_monte_carlo", "gate_passed", "samples_stored"):
+    for key in ("gate_mse_network", "gate_mse_monte_carlo", "gate_passed", "samples_stored",
+                "control_variance_ratio", "control_samples_adjusted"):
         assert key in run.data.metrics
     assert run.data.metrics["samples_stored"] == N_TRAIN * SAMPLES
     history = client.get_metric_history(run.info.run_id, "heldout_mse")
