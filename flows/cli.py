@@ -34,6 +34,10 @@ ENVIRONMENT = {
     # The temporary API shares the terminal, so Ctrl-C reaches it too, and it reports its own
     # shutdown as ERROR tracebacks; its real failures reach the user as the client's errors.
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    # ... and so can the loggers that propagate to the root, such as SQLAlchemy's pool in the
+    # temporary API ("Exception during reset" with a traceback when Ctrl-C lands mid-query).
+    # amortval's own lines go through Prefect's loggers and the CLI's error line, not the root.
+    "PREFECT_LOGGING_ROOT_LEVEL": "CRITICAL",
 }
 # Options of `amortval amortize RUN_ID`: what changes the network, not the samples.
 AMORTIZE_OPTIONS = ("hidden", "layers", "pretrain_epochs", "epochs", "batch_size", "lr", "lr_tries",
