@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adult import ADULT  # noqa: E402
 
 M_GRID = (1, 2, 5, 10, 20, 50)
+TOOLS = {"amortval", "bare-loop", "pydvl"}  # --tools names ("pydvl": all of pyDVL's runs)
 QUICK_N, FULL_N = (1000,), (1000, 5000)
 # Samples per probe: the truth's own nMSE falls as 1/samples; 4,000 gave 0.014 at n = 1,000
 # (800,000 fits, ~15 min on 2 cores). At n = 5,000 the signal is smaller and a fit ~10x
@@ -310,15 +311,14 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated n (default: 1000 with --quick, else 1000,5000)")
     parser.add_argument("--m-grid", default=",".join(map(str, M_GRID)),
                         help="amortval's budgets, samples per point (comma-separated; default %(default)s)")
-    parser.add_argument("--tools", default="amortval,bare-loop,pydvl",
+    parser.add_argument("--tools", default=",".join(sorted(TOOLS)),
                         help="tools to run (comma-separated; default %(default)s); with fewer, the other tools' "
                              "records already in --json are kept, so one tool can be rerun after a change")
     parser.add_argument("--replot", action="store_true", help="recompute the derived figures, table and plot of --json")
     args = parser.parse_args()
     tools = {t.strip() for t in args.tools.split(",")}
-    if not tools <= {"amortval", "bare-loop", "pydvl"}:
-        parser.error(f"--tools: unknown {sorted(tools - {'amortval', 'bare-loop', 'pydvl'})}; "
-                     "choose from amortval, bare-loop, pydvl")
+    if not tools <= TOOLS:
+        parser.error(f"--tools: unknown {sorted(tools - TOOLS)}; choose from {', '.join(sorted(TOOLS))}")
     out = Path(args.json)
     if args.replot:
         saved = json.loads(out.read_text())
@@ -342,12 +342,10 @@ def main() -> int:
     store = Path(args.store)
     grid = tuple(int(m) for m in args.m_grid.split(","))
     started, records, truths = time.perf_counter(), [], {}
-    partial = tools != {"amortval", "bare-loop", "pydvl"}
-    saved = json.loads(out.read_text()) if out.exists() and partial else {}
-    kept = saved.get("records", [])
-    tool_of = {"amortval": "amortval", "bare-loop": "bare-loop"}  # record tool -> --tools name; the rest are pyDVL's
-    kept = [r for r in kept if not (r["n"] in sizes and tool_of.get(r["tool"], "pydvl") in tools)]
-    records.extend(kept)
+    saved = json.loads(out.read_text()) if out.exists() and tools != TOOLS else {}
+    # A record's --tools name: its own for amortval and the bare loop, "pydvl" for pyDVL's runs.
+    records.extend(r for r in saved.get("records", [])
+                   if not (r["n"] in sizes and (r["tool"] if r["tool"] in TOOLS else "pydvl") in tools))
     for n in sizes:
         print(f"[adult n={n:,}] truth ({TRUTH_SAMPLES.get(n, 200)} samples per probe)", flush=True)
         case = prepare_case(n, store, TRUTH_SAMPLES.get(n, 200), sampler=TRUTH_SAMPLER.get(n))

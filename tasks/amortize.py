@@ -368,11 +368,11 @@ def amortize(
     started = time.perf_counter()
     n = int(x.shape[0])
     s = _read(samples, n, config.folds, seed)  # checks the frame before anything is computed
-    if "cardinality" in samples.columns:
-        samples, control = control_variate.adjust(samples, y, config.control_below)
+    # Only samples that carry their cardinality can be adjusted (off: the frame comes back as is).
+    below = config.control_below if "cardinality" in samples.columns else 0
+    samples, control = control_variate.adjust(samples, y, below)
+    if control.samples_adjusted:
         s = replace(s, value=samples["value"].to_numpy().astype(np.float64, copy=False))
-    else:
-        control = control_variate.adjust(samples, y, 0)[1]
     scale = float(np.std(s.value))
     if not (math.isfinite(scale) and scale > 0):
         scale = 1.0
